@@ -1,0 +1,1 @@
+"""A runnable demo of oarepo-s3 on an embedded S3 server (moto) and SQLite."""

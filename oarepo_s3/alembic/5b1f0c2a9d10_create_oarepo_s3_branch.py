@@ -1,0 +1,14 @@
+"""Create the oarepo_s3 alembic branch."""
+
+revision = "5b1f0c2a9d10"
+down_revision = None
+branch_labels = ("oarepo_s3",)
+depends_on = "dbdbc1b19cf2"
+
+
+def upgrade():
+    """Upgrade database."""
+
+
+def downgrade():
+    """Downgrade database."""

@@ -1,0 +1,182 @@
+"""The public Python API: describe a multipart upload, hand it to ``record.files``.
+
+::
+
+    mu = MultipartUpload(key="data.bin", base_uri=files.bucket.location.uri,
+                         expires=3600, size=size, part_size=None,
+                         complete_url=..., abort_url=...)
+    record.files["data.bin"] = mu     # creates the upload in S3, fills mu.session
+    db.session.commit()
+
+``mu.session`` (and ``record.files[key]["multipart_upload"]``) then tells any
+client where to PUT each part; :func:`oarepo_s3.service.complete_upload` and
+:func:`oarepo_s3.service.abort_upload` finish it.
+"""
+
+from __future__ import annotations
+
+import enum
+import mimetypes
+from datetime import timedelta
+from typing import Any
+
+from flask import current_app
+
+from .errors import InvalidUploadRequest
+from .sizes import PartLimits, choose_part_size, part_count
+
+
+class MultipartUploadStatus(str, enum.Enum):
+    """Lifecycle of an upload: ``in_progress`` then exactly one terminal state."""
+
+    IN_PROGRESS = "in_progress"
+    COMPLETE = "complete"
+    ABORTED = "aborted"
+    EXPIRED = "expired"
+
+    @property
+    def is_terminal(self) -> bool:
+        """A terminal state never changes again."""
+        return self is not MultipartUploadStatus.IN_PROGRESS
+
+
+MAX_KEY_BYTES = 1024
+
+
+def validate_key(key: Any) -> str:
+    """Check an object key (file name) and return it.
+
+    Rules: a non-empty string of at most 1024 bytes in UTF-8 (S3's limit) with
+    no control characters (they break headers, logs and Content-Disposition).
+
+    :raises InvalidUploadRequest: naming ``key`` and the rule broken.
+    """
+    if not isinstance(key, str) or not key:
+        raise InvalidUploadRequest("key", "must be a non-empty string")
+    if len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
+        raise InvalidUploadRequest("key", f"must be at most {MAX_KEY_BYTES} bytes in UTF-8")
+    if any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in key):
+        raise InvalidUploadRequest("key", "must not contain control characters")
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidUploadRequest("key", "must be valid Unicode (no lone surrogates)") from None
+    return key
+
+
+def validate_size(size: Any, max_size: int) -> int:
+    """Check a declared file size (1 byte up to ``max_size``) and return it."""
+    if isinstance(size, bool) or not isinstance(size, int):
+        raise InvalidUploadRequest("size", "must be an integer number of bytes")
+    if size <= 0:
+        raise InvalidUploadRequest("size", "must be greater than zero")
+    if size > max_size:
+        raise InvalidUploadRequest("size", f"must be at most {max_size} bytes")
+    return size
+
+
+def validate_expires(expires: Any, minimum: timedelta, maximum: timedelta) -> timedelta:
+    """Turn ``expires`` (seconds or a timedelta) into a timedelta within bounds."""
+    if isinstance(expires, timedelta):
+        value = expires
+    elif isinstance(expires, int) and not isinstance(expires, bool):
+        value = timedelta(seconds=expires)
+    else:
+        raise InvalidUploadRequest("expires", "must be a number of seconds or a timedelta")
+    if not minimum <= value <= maximum:
+        raise InvalidUploadRequest(
+            "expires",
+            f"must be between {int(minimum.total_seconds())} and "
+            f"{int(maximum.total_seconds())} seconds",
+        )
+    return value
+
+
+def part_limits_from_config(config) -> PartLimits:
+    """Read the part bounds of the current app."""
+    return PartLimits(
+        min_part_size=config["OAREPO_S3_MIN_PART_SIZE"],
+        max_part_size=config["OAREPO_S3_MAX_PART_SIZE"],
+        max_parts=config["OAREPO_S3_MAX_PARTS"],
+        default_part_size=config["OAREPO_S3_DEFAULT_PART_SIZE"],
+    )
+
+
+class MultipartUpload:
+    """A request for a direct multipart upload, used in place of a stream.
+
+    Validated on construction (needs an app context for the configured
+    limits), so a bad request fails before anything is created in S3 or the
+    database. Assigning it to ``record.files[key]`` (or passing it as the
+    ``stream`` of ``ObjectVersion.create``) makes the storage start the
+    upload and fill :attr:`session`.
+
+    :param key: file name in the bucket.
+    :param base_uri: the bucket's location URI (``s3://bucket``); the storage
+        checks the file really goes there.
+    :param expires: how long the upload may stay in progress (seconds or a
+        timedelta; None for ``OAREPO_S3_MULTIPART_EXPIRES``).
+    :param size: the exact size of the file in bytes.
+    :param part_size: bytes per part, or None to let the server choose.
+    :param complete_url: where the client POSTs to complete (echoed in the session).
+    :param abort_url: where the client POSTs to abort (echoed in the session).
+    :param content_type: stored on the S3 object; guessed from ``key`` when None.
+    :param owner_id: id of the user the upload belongs to, or None.
+    :raises InvalidUploadRequest: naming the field and the rule broken.
+    """
+
+    def __init__(
+        self,
+        key: str,
+        base_uri: str | None,
+        expires: int | timedelta | None,
+        size: int,
+        part_size: int | None = None,
+        complete_url: str | None = None,
+        abort_url: str | None = None,
+        *,
+        content_type: str | None = None,
+        owner_id: int | None = None,
+    ):
+        """Validate everything and plan the parts."""
+        config = current_app.config
+        self.key = validate_key(key)
+        if base_uri is not None and (not isinstance(base_uri, str) or not base_uri.startswith("s3://")):
+            raise InvalidUploadRequest("base_uri", "must be an s3:// location URI")
+        self.base_uri = base_uri
+        self.size = validate_size(size, config["OAREPO_S3_MAX_FILE_SIZE"])
+        self.expires = validate_expires(
+            config["OAREPO_S3_MULTIPART_EXPIRES"] if expires is None else expires,
+            config["OAREPO_S3_MULTIPART_MIN_EXPIRES"],
+            config["OAREPO_S3_MULTIPART_MAX_EXPIRES"],
+        )
+        self.part_size = choose_part_size(self.size, part_size, part_limits_from_config(config))
+        self.num_parts = part_count(self.size, self.part_size)
+        if content_type is not None and (not isinstance(content_type, str) or "\n" in content_type):
+            raise InvalidUploadRequest("content_type", "must be a MIME type string")
+        self.content_type = (
+            content_type or mimetypes.guess_type(self.key)[0] or "application/octet-stream"
+        )
+        self.complete_url = complete_url
+        self.abort_url = abort_url
+        self.owner_id = owner_id
+        self.session: dict[str, Any] | None = None
+        """Filled by the storage once the upload exists in S3 (see :mod:`oarepo_s3.service`)."""
+
+    @property
+    def chunk_size(self) -> int:
+        """The seed's name for :attr:`part_size`."""
+        return self.part_size
+
+    @property
+    def num_chunks(self) -> int:
+        """The seed's name for :attr:`num_parts`."""
+        return self.num_parts
+
+    def __bool__(self) -> bool:
+        """Always true: ``ObjectVersion.create`` only saves a truthy ``stream``."""
+        return True
+
+    def __repr__(self) -> str:
+        """Show what matters when debugging."""
+        return f"<MultipartUpload key={self.key!r} size={self.size} parts={self.num_parts}x{self.part_size}>"

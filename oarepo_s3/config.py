@@ -1,0 +1,66 @@
+"""Configuration defaults of oarepo-s3.
+
+Connection settings are invenio-s3's own (``S3_ENDPOINT_URL``,
+``S3_ACCESS_KEY_ID``, ``S3_SECRET_ACCESS_KEY``, ``S3_REGION_NAME``...) and can
+come from ``INVENIO_S3_*`` environment variables like every Invenio setting.
+Everything oarepo-s3 adds is prefixed ``OAREPO_S3_``, except ``S3_TENANT``,
+which the original oarepo-s3 documented.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+MiB = 1024**2
+GiB = 1024**3
+TiB = 1024**4
+
+S3_TENANT = None
+"""Ceph RGW tenant owning the buckets (``tenant:bucket`` addressing), or None."""
+
+OAREPO_S3_MAX_FILE_SIZE = 5 * TiB
+"""Largest file (bytes) a multipart upload may declare."""
+
+OAREPO_S3_DEFAULT_PART_SIZE = 16 * MiB
+"""Part size (bytes) used when the client does not ask for one.
+
+Grown (in whole MiB) as needed so that a file never needs more than
+``OAREPO_S3_MAX_PARTS`` parts.
+"""
+
+OAREPO_S3_MIN_PART_SIZE = 5 * MiB
+"""Smallest part (bytes) but the last; S3's own minimum is 5 MiB."""
+
+OAREPO_S3_MAX_PART_SIZE = 5 * GiB
+"""Largest part (bytes); S3's own maximum is 5 GiB."""
+
+OAREPO_S3_MAX_PARTS = 10_000
+"""Most parts one upload may have; S3's own maximum is 10,000."""
+
+OAREPO_S3_MULTIPART_EXPIRES = timedelta(days=1)
+"""How long an upload may stay in progress when the caller gives no ``expires``."""
+
+OAREPO_S3_MULTIPART_MIN_EXPIRES = timedelta(minutes=1)
+"""Shortest ``expires`` a caller may ask for."""
+
+OAREPO_S3_MULTIPART_MAX_EXPIRES = timedelta(days=7)
+"""Longest ``expires`` a caller may ask for."""
+
+OAREPO_S3_PART_URL_EXPIRATION = None
+"""Lifetime (seconds) of presigned part URLs; None: until the upload expires.
+
+Always capped at 7 days, SigV4's maximum. Shorter URLs leak less; clients
+re-sign parts whose URLs ran out.
+"""
+
+OAREPO_S3_ADDRESSING_STYLE = "path"
+"""``path`` (``endpoint/bucket/key``, works everywhere) or ``virtual`` (``bucket.endpoint/key``)."""
+
+OAREPO_S3_CONNECT_TIMEOUT = 5
+"""Seconds to wait for a connection to S3 in control calls (create, complete, abort...)."""
+
+OAREPO_S3_READ_TIMEOUT = 60
+"""Seconds to wait for S3's answer to a control call (CompleteMultipartUpload can be slow)."""
+
+OAREPO_S3_MAX_ATTEMPTS = 3
+"""Attempts botocore makes for a control call before an :class:`~oarepo_s3.errors.S3Error`."""

@@ -1,0 +1,119 @@
+"""Exceptions of oarepo-s3, each carrying its HTTP meaning.
+
+All of them are :class:`invenio_rest.errors.RESTException` subclasses, so a
+view that lets one escape answers with a JSON body
+``{"status": ..., "message": ..., "errors": [{"field": ..., "message": ...}]}``.
+Python callers catch them by type (``InvalidUploadRequest`` is also a
+``ValueError``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from invenio_rest.errors import FieldError, RESTException
+
+
+class OARepoS3Error(RESTException):
+    """Base of every error raised by oarepo-s3."""
+
+    code = 500
+    description = "Multipart upload error."
+
+    def __init__(self, description: str | None = None, *, errors=None, **kwargs):
+        """Keep the message in ``str(exc)`` as well as in the JSON body."""
+        super().__init__(errors=errors, description=description or self.description, **kwargs)
+
+    def __str__(self) -> str:
+        """Return the human message (werkzeug would prefix the status code)."""
+        return self.description
+
+
+class InvalidUploadRequest(OARepoS3Error, ValueError):
+    """A value given by the caller breaks a rule: names the field and the rule."""
+
+    code = 400
+
+    def __init__(self, field: str, rule: str):
+        """:param field: the offending field. :param rule: what the value must satisfy."""
+        self.field = field
+        self.rule = rule
+        super().__init__(f"Invalid '{field}': {rule}", errors=[FieldError(field, rule)])
+
+
+class UploadNotFound(OARepoS3Error):
+    """No in-progress multipart upload matches the request."""
+
+    code = 404
+    description = "Multipart upload not found."
+
+
+class UploadStateConflict(OARepoS3Error):
+    """The upload is in a state that forbids the operation (e.g. abort after complete)."""
+
+    code = 409
+
+
+class UploadExpired(OARepoS3Error):
+    """The upload's time ran out; it can no longer be completed or signed."""
+
+    code = 410
+    description = "Multipart upload has expired."
+
+
+class UploadPending(OARepoS3Error):
+    """The file is still being uploaded, so it cannot be read or downloaded."""
+
+    code = 409
+    description = "The file is still being uploaded; complete the multipart upload first."
+
+
+class PartsMismatch(OARepoS3Error):
+    """The parts in S3 do not match what the client reported or what was declared.
+
+    The upload stays in progress, so the client can upload the missing or
+    corrected parts and complete again.
+    """
+
+    code = 400
+
+    def __init__(self, problems: Iterable[tuple[str, str]]):
+        """:param problems: ``(field, message)`` pairs, e.g. ``("parts[3]", "...")``."""
+        problems = list(problems)
+        super().__init__(
+            "Uploaded parts do not match: " + "; ".join(msg for _, msg in problems[:5])
+            + (f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""),
+            errors=[FieldError(field, msg) for field, msg in problems],
+        )
+
+
+class S3Error(OARepoS3Error):
+    """S3 refused or failed a control call; retryable from the client's point of view.
+
+    ``s3_code`` is S3's own error code (``SlowDown``, ``InternalError``,
+    ``AccessDenied``...) or ``EndpointConnectionError`` when S3 is unreachable.
+    """
+
+    code = 503
+
+    def __init__(self, operation: str, s3_code: str, message: str, *, endpoint: str | None = None):
+        """Name the operation, S3's error code and the endpoint in the message."""
+        self.operation = operation
+        self.s3_code = s3_code
+        self.endpoint = endpoint
+        where = f" at {endpoint}" if endpoint else ""
+        super().__init__(f"S3 {operation} failed{where}: {s3_code}: {message}")
+
+    def get_headers(self, environ=None, scope=None):
+        """Tell clients when to retry."""
+        return [*super().get_headers(environ, scope), ("Retry-After", "5")]
+
+
+class S3Unavailable(S3Error):
+    """S3 could not be reached at all (connection refused, DNS, timeout)."""
+
+
+class S3Inconsistent(OARepoS3Error):
+    """S3 returned something that contradicts the books (e.g. a completed object of the wrong size)."""
+
+    code = 502

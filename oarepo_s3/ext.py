@@ -1,0 +1,74 @@
+"""The Flask extension: config defaults and the per-app S3 client and presigner."""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+from flask import Flask
+
+from . import config
+
+
+class _OARepoS3State:
+    """Per-app state: the S3 control client and the URL presigner, built on first use."""
+
+    def __init__(self, app: Flask):
+        self.app = app
+
+    @cached_property
+    def s3(self):
+        """The :class:`~oarepo_s3.s3.S3Client` for control calls (thread-safe, reused)."""
+        from .s3 import S3Client, build_boto3_client
+
+        return S3Client(build_boto3_client(self.app.config), tenant=self.app.config.get("S3_TENANT"))
+
+    @cached_property
+    def presigner(self):
+        """The :class:`~oarepo_s3.presign.SigV4Presigner` for every presigned URL.
+
+        Uses the same endpoint and credentials as :attr:`s3` (falling back to
+        boto3's credential chain when none are configured).
+        """
+        from .presign import SigV4Presigner
+
+        import boto3
+
+        client = self.s3.client
+        cfg = self.app.config
+        credentials = (
+            boto3.session.Session(
+                aws_access_key_id=cfg.get("S3_ACCESS_KEY_ID") or None,
+                aws_secret_access_key=cfg.get("S3_SECRET_ACCESS_KEY") or None,
+            )
+            .get_credentials()
+            .get_frozen_credentials()
+        )
+        return SigV4Presigner(
+            endpoint_url=client.meta.endpoint_url,
+            access_key=credentials.access_key,
+            secret_key=credentials.secret_key,
+            session_token=credentials.token,
+            region=client.meta.region_name,
+            addressing_style=self.app.config["OAREPO_S3_ADDRESSING_STYLE"],
+        )
+
+
+class OARepoS3:
+    """oarepo-s3 extension: ``OARepoS3(app)`` or ``ext.init_app(app)``."""
+
+    def __init__(self, app: Flask | None = None):
+        """Initialise at once when given an app."""
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Flask) -> None:
+        """Register config defaults and the per-app state."""
+        self.init_config(app)
+        app.extensions["oarepo-s3"] = _OARepoS3State(app)
+
+    @staticmethod
+    def init_config(app: Flask) -> None:
+        """Set every default the app does not set itself."""
+        for name in dir(config):
+            if name.startswith(("OAREPO_S3_", "S3_")):
+                app.config.setdefault(name, getattr(config, name))
