@@ -48,6 +48,10 @@ def validate_key(key: Any) -> str:
 
     Rules: a non-empty string of at most 1024 bytes in UTF-8 (S3's limit) with
     no control characters (they break headers, logs and Content-Disposition).
+    ``/`` may separate folder-like segments, but the key may not start or end
+    with ``/`` nor contain empty, ``.`` or ``..`` segments or a backslash, so
+    that a key never looks like a path that escapes anything when a client
+    saves the file locally.
 
     :raises InvalidUploadRequest: naming ``key`` and the rule broken.
     """
@@ -61,6 +65,12 @@ def validate_key(key: Any) -> str:
         key.encode("utf-8")
     except UnicodeEncodeError:
         raise InvalidUploadRequest("key", "must be valid Unicode (no lone surrogates)") from None
+    if "\\" in key:
+        raise InvalidUploadRequest("key", "must not contain a backslash")
+    if any(segment in ("", ".", "..") for segment in key.split("/")):
+        raise InvalidUploadRequest(
+            "key", "must not start or end with '/' nor contain empty, '.' or '..' segments"
+        )
     return key
 
 

@@ -64,3 +64,12 @@ OAREPO_S3_READ_TIMEOUT = 60
 
 OAREPO_S3_MAX_ATTEMPTS = 3
 """Attempts botocore makes for a control call before an :class:`~oarepo_s3.errors.S3Error`."""
+
+OAREPO_S3_DRAFTS_URL_PREFIX = "/draft/records"
+"""Where the draft-records REST API is mounted."""
+
+OAREPO_S3_RECORDS_URL_PREFIX = "/records"
+"""Where published records (read-only) are served."""
+
+OAREPO_S3_TRUSTED_ORIGINS = []
+"""Origins besides the app's own from which cookie-authenticated browsers may call the API."""

@@ -41,6 +41,20 @@ class InvalidUploadRequest(OARepoS3Error, ValueError):
         super().__init__(f"Invalid '{field}': {rule}", errors=[FieldError(field, rule)])
 
 
+class RequestValidationError(OARepoS3Error):
+    """The request body or query string is malformed; one field error per problem."""
+
+    code = 400
+
+    def __init__(self, problems: Iterable[tuple[str, str]]):
+        """:param problems: ``(field, rule)`` pairs."""
+        problems = list(problems)
+        super().__init__(
+            "Invalid request: " + "; ".join(f"'{field}': {rule}" for field, rule in problems[:5]),
+            errors=[FieldError(field, rule) for field, rule in problems],
+        )
+
+
 class UploadNotFound(OARepoS3Error):
     """No in-progress multipart upload matches the request."""
 
@@ -66,6 +80,59 @@ class UploadPending(OARepoS3Error):
 
     code = 409
     description = "The file is still being uploaded; complete the multipart upload first."
+
+
+class NotAuthenticated(OARepoS3Error):
+    """The request carries no valid session or token."""
+
+    code = 401
+    description = "Authentication required: log in or send 'Authorization: Bearer <token>'."
+
+
+class PermissionDenied(OARepoS3Error):
+    """The caller is authenticated but not the owner of the draft (nor an admin)."""
+
+    code = 403
+    description = "Only the owner of this draft or an administrator may do this."
+
+
+class RequestRejected(OARepoS3Error):
+    """A cookie-authenticated request that looks cross-site (CSRF protection)."""
+
+    code = 403
+
+
+class RecordNotFound(OARepoS3Error):
+    """No draft or published record with that identifier."""
+
+    code = 404
+    description = "Record not found."
+
+
+class FileNotFound(OARepoS3Error):
+    """The record has no file with that key."""
+
+    code = 404
+    description = "File not found."
+
+
+class FileKeyExists(OARepoS3Error):
+    """A file with that key already exists in the draft."""
+
+    code = 409
+
+    def __init__(self, key: str):
+        """Name the key."""
+        super().__init__(
+            f"A file named {key!r} already exists in this draft; delete it first.",
+            errors=[FieldError("key", "a file with this key already exists")],
+        )
+
+
+class RecordStateConflict(OARepoS3Error):
+    """The record's state forbids the operation (e.g. upload into a published record)."""
+
+    code = 409
 
 
 class PartsMismatch(OARepoS3Error):

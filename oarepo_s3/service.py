@@ -39,13 +39,13 @@ from .errors import (
     UploadStateConflict,
 )
 from .models import MultipartUploadSession, utcnow
+from .presign import SIGV4_MAX_EXPIRES
 from .proxies import current_oarepo_s3
 from .s3 import UploadedPart, normalize_etag, split_s3_url
 from .sizes import expected_part_size
 
 log = logging.getLogger(__name__)
 
-SIGV4_MAX_EXPIRES = 7 * 24 * 3600
 _MD5_HEX = re.compile(r"^[0-9a-f]{32}$")
 
 
@@ -75,6 +75,8 @@ def start_upload(mu: MultipartUpload, fileinstance: FileInstance, fileurl: str) 
     s3_bucket, s3_key = split_s3_url(fileurl)
     upload_id = s3.create_multipart_upload(s3_bucket, s3_key, mu.content_type)
     obj = next(iter(fileinstance.objects), None)
+    if obj is not None:
+        obj.mimetype = mu.content_type
     try:
         row = MultipartUploadSession(
             id=uuid.uuid4(),

@@ -1,0 +1,228 @@
+"""The draft-records REST API (``/draft/records``) and published records (``/records``).
+
+Every handler: parse -> check permission -> call :mod:`oarepo_s3.drafts` /
+:mod:`oarepo_s3.service` -> serialize. Errors are JSON (see :mod:`oarepo_s3.errors`).
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, Flask, jsonify, request, url_for
+from werkzeug.exceptions import HTTPException
+
+from .. import drafts, service
+from ..errors import InvalidUploadRequest, OARepoS3Error, RequestValidationError, UploadPending
+from ..permissions import require_authenticated, require_draft_owner
+from .multipart import multipart_actions
+from .parsing import CreateDraftSchema, SignSchema, init_upload_schema, parse_json, parse_json_or_form
+from .security import check_cross_site_request
+from .serializers import DRAFTS, RECORDS, file_json, parts_json, record_json, session_json
+
+RESERVED_LAST_SEGMENTS = frozenset(("content", "multipart", "complete-multipart", "abort-multipart", "sign"))
+"""A key ``a/content`` would be routed to ``a``'s content: such keys are refused."""
+
+
+def json_error(error: HTTPException):
+    """Answer every HTTP error of these blueprints as JSON."""
+    if isinstance(error, OARepoS3Error):
+        return error
+    response = jsonify(status=error.code, message=error.description)
+    response.status_code = error.code or 500
+    return response
+
+
+def _validate_rest_key(key) -> str:
+    if isinstance(key, str) and "/" in key and key.rsplit("/", 1)[1] in RESERVED_LAST_SEGMENTS:
+        raise InvalidUploadRequest(
+            "key", f"must not end with '/{key.rsplit('/', 1)[1]}' (reserved by the API's URLs)"
+        )
+    return key
+
+
+def _draft(pid_value) -> drafts.DraftRecord:
+    record = drafts.resolve(pid_value, status=drafts.DRAFT)
+    require_draft_owner(record)
+    return record
+
+
+# --- drafts ------------------------------------------------------------------
+
+
+def create_draft():
+    """``POST /draft/records/`` -> 201, a new draft owned by the caller."""
+    user_id = require_authenticated()
+    body = parse_json(CreateDraftSchema())
+    record = drafts.create_draft(user_id, body["metadata"])
+    response = jsonify(record_json(record))
+    response.status_code = 201
+    response.headers["Location"] = response.json["links"]["self"]
+    return response
+
+
+def get_draft(pid_value):
+    """``GET /draft/records/<pid>``."""
+    record = drafts.resolve(pid_value)
+    require_draft_owner(record)
+    return jsonify(record_json(record))
+
+
+def publish(pid_value):
+    """``POST /draft/records/<pid>/publish`` -> the published record; 409 while uploads are pending."""
+    record = drafts.publish(_draft(pid_value))
+    return jsonify(record_json(record))
+
+
+def list_draft_files(pid_value):
+    """``GET /draft/records/<pid>/files/``."""
+    record = _draft(pid_value)
+    return jsonify({"entries": [file_json(record, e) for e in drafts.list_files(record)]})
+
+
+def init_upload(pid_value):
+    """``POST /draft/records/<pid>/files/?multipart=True`` -> 201, the file and its session."""
+    record = _draft(pid_value)
+    if request.args.get("multipart", "").lower() not in ("true", "1"):
+        raise RequestValidationError([("multipart", "only direct multipart uploads are supported: add ?multipart=True")])
+    body = parse_json_or_form(init_upload_schema)
+    key = _validate_rest_key(body["key"])
+    url_values = {"pid_value": record.pid_value, "key": key}
+    session = drafts.start_file_upload(
+        record,
+        key,
+        body["size"],
+        owner_id=require_authenticated(),
+        content_type=body["multipart_content_type"],
+        part_size=body["part_size"],
+        complete_url=url_for(f"{DRAFTS}.{DRAFTS}_upload_complete", _external=True, **url_values),
+        abort_url=url_for(f"{DRAFTS}.{DRAFTS}_upload_abort", _external=True, **url_values),
+    )
+    data = file_json(record, drafts.get_file(record, key))
+    data["multipart_upload"] = session_json(session, parts_url=service.sign_all_parts(session))
+    response = jsonify(data)
+    response.status_code = 201
+    return response
+
+
+def get_draft_file(pid_value, key):
+    """``GET /draft/records/<pid>/files/<key>``."""
+    record = _draft(pid_value)
+    return jsonify(file_json(record, drafts.get_file(record, key)))
+
+
+def delete_draft_file(pid_value, key):
+    """``DELETE /draft/records/<pid>/files/<key>`` -> 204 (aborts a pending upload)."""
+    drafts.delete_file(_draft(pid_value), key)
+    return "", 204
+
+
+def resume(pid_value, key):
+    """``GET .../files/<key>/multipart``: the session and the parts S3 already holds (all pages)."""
+    record = _draft(pid_value)
+    session = drafts.pending_session(record, key)
+    parts = service.list_uploaded_parts(session)
+    return jsonify({**session_json(session), "parts": parts_json(parts)})
+
+
+def sign(pid_value, key):
+    """``POST .../files/<key>/multipart/sign {"parts": [1, 2]}``: fresh presigned part URLs."""
+    record = _draft(pid_value)
+    session = drafts.pending_session(record, key)
+    numbers = parse_json(SignSchema())["parts"]
+    if len(set(numbers)) != len(numbers):
+        raise RequestValidationError([("parts", "part numbers must not repeat")])
+    urls = service.sign_parts(session, numbers)
+    return jsonify(
+        {
+            "parts": [{"PartNumber": n, "url": u} for n, u in urls.items()],
+            "expires_in": service.url_lifetime(session),
+        }
+    )
+
+
+def draft_content(pid_value, key):
+    """``GET .../files/<key>/content`` -> 302 to a presigned S3 GET; 409 while pending."""
+    record = _draft(pid_value)
+    return _send(drafts.get_file(record, key))
+
+
+def _send(entry: drafts.FileEntry):
+    if entry.pending:
+        raise UploadPending()
+    obj = entry.obj
+    return obj.file.storage().send_file(
+        obj.basename,
+        mimetype=obj.mimetype,
+        restricted=True,
+        checksum=obj.file.checksum,
+        as_attachment=True,
+    )
+
+
+# --- published records --------------------------------------------------------
+
+
+def get_record(pid_value):
+    """``GET /records/<pid>``."""
+    return jsonify(record_json(drafts.resolve(pid_value, status=drafts.PUBLISHED)))
+
+
+def list_record_files(pid_value):
+    """``GET /records/<pid>/files/``."""
+    record = drafts.resolve(pid_value, status=drafts.PUBLISHED)
+    return jsonify({"entries": [file_json(record, e) for e in drafts.list_files(record)]})
+
+
+def get_record_file(pid_value, key):
+    """``GET /records/<pid>/files/<key>``."""
+    record = drafts.resolve(pid_value, status=drafts.PUBLISHED)
+    return jsonify(file_json(record, drafts.get_file(record, key)))
+
+
+def record_content(pid_value, key):
+    """``GET /records/<pid>/files/<key>/content`` -> 302 to a presigned S3 GET."""
+    record = drafts.resolve(pid_value, status=drafts.PUBLISHED)
+    return _send(drafts.get_file(record, key))
+
+
+# --- blueprints -----------------------------------------------------------------
+
+
+def _blueprint(name: str, url_prefix: str) -> Blueprint:
+    bp = Blueprint(name, __name__, url_prefix=url_prefix)
+    bp.before_request(check_cross_site_request)
+    bp.register_error_handler(HTTPException, json_error)
+    return bp
+
+
+def create_drafts_blueprint(app: Flask) -> Blueprint:
+    """The draft-records API, mounted at ``OAREPO_S3_DRAFTS_URL_PREFIX``."""
+    from .companion import register_companion_routes
+
+    bp = _blueprint(DRAFTS, app.config["OAREPO_S3_DRAFTS_URL_PREFIX"])
+    rules = [
+        ("/", "create", create_draft, ["POST"]),
+        ("/<pid_value>", "record", get_draft, ["GET"]),
+        ("/<pid_value>/publish", "publish", publish, ["POST"]),
+        ("/<pid_value>/files/", "files", list_draft_files, ["GET"]),
+        ("/<pid_value>/files/", "init_upload", init_upload, ["POST"]),
+        ("/<pid_value>/files/<path:key>", "file", get_draft_file, ["GET"]),
+        ("/<pid_value>/files/<path:key>", "delete_file", delete_draft_file, ["DELETE"]),
+        ("/<pid_value>/files/<path:key>/content", "content", draft_content, ["GET"]),
+        ("/<pid_value>/files/<path:key>/multipart", "multipart", resume, ["GET"]),
+        ("/<pid_value>/files/<path:key>/multipart/sign", "sign", sign, ["POST"]),
+    ]
+    for rule, endpoint, view, methods in rules:
+        bp.add_url_rule(rule, endpoint, view, methods=methods)
+    for rule, view in multipart_actions(DRAFTS, None, None, None, True).items():
+        bp.add_url_rule(f"/<pid_value>/{rule}", view_func=view, methods=["POST"])
+    register_companion_routes(bp)
+    return bp
+
+
+def create_records_blueprint(app: Flask) -> Blueprint:
+    """Published records, read-only, mounted at ``OAREPO_S3_RECORDS_URL_PREFIX``."""
+    bp = _blueprint(RECORDS, app.config["OAREPO_S3_RECORDS_URL_PREFIX"])
+    bp.add_url_rule("/<pid_value>", "record", get_record)
+    bp.add_url_rule("/<pid_value>/files/", "files", list_record_files)
+    bp.add_url_rule("/<pid_value>/files/<path:key>", "file", get_record_file)
+    bp.add_url_rule("/<pid_value>/files/<path:key>/content", "content", record_content)
+    return bp

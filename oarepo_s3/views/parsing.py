@@ -1,0 +1,124 @@
+"""Request parsing: marshmallow schemas, and their errors as JSON field errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import request
+from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
+from webargs.flaskparser import FlaskParser
+
+from ..errors import RequestValidationError
+
+MAX_PART_NUMBER = 10_000
+
+
+class _Parser(FlaskParser):
+    """webargs parser whose errors are our JSON 400 with one entry per field."""
+
+    DEFAULT_UNKNOWN_BY_LOCATION = {"json": RAISE, "form": RAISE, "query": RAISE, "json_or_form": RAISE}
+
+    def handle_error(self, error, req, schema, *, error_status_code, error_headers):
+        """Raise :class:`RequestValidationError` naming every field and rule."""
+        raise RequestValidationError(flatten_messages(error.messages))
+
+    def _handle_invalid_json_error(self, error, req, *args, **kwargs):
+        raise RequestValidationError([("body", "must be valid JSON")])
+
+
+parser = _Parser()
+
+
+def flatten_messages(messages: Any, prefix: str = "") -> list[tuple[str, str]]:
+    """``{"json": {"parts": {0: {"ETag": ["..."]}}}}`` -> ``[("parts[0].ETag", "...")]``."""
+    if isinstance(messages, dict):
+        if not prefix and set(messages) <= {"json", "form", "query", "json_or_form", "querystring"}:
+            return [p for v in messages.values() for p in flatten_messages(v, prefix)]
+        out = []
+        for key, value in messages.items():
+            if key == "_schema":
+                name = prefix or "body"
+            elif isinstance(key, int):
+                name = f"{prefix}[{key}]"
+            else:
+                name = f"{prefix}.{key}" if prefix else str(key)
+            out.extend(flatten_messages(value, name))
+        return out
+    if isinstance(messages, list):
+        return [(prefix or "body", str(m)) for m in messages]
+    return [(prefix or "body", str(messages))]
+
+
+def integer(*, strict: bool = True, **kwargs) -> fields.Integer:
+    """An integer field; JSON must send a number (strict), forms send digits."""
+    return fields.Integer(strict=strict, **kwargs)
+
+
+class CreateDraftSchema(Schema):
+    """``POST /draft/records/``: optional free-form metadata."""
+
+    metadata = fields.Dict(keys=fields.String(), load_default=dict)
+
+
+def init_upload_schema(strict: bool) -> Schema:
+    """``POST .../files/?multipart=True``: the seed's fields, plus an optional part size."""
+
+    class InitUploadSchema(Schema):
+        key = fields.String(required=True)
+        size = integer(strict=strict, required=True)
+        multipart_content_type = fields.String(load_default=None, validate=validate.Length(max=255))
+        part_size = integer(strict=strict, load_default=None, allow_none=True)
+
+    return InitUploadSchema()
+
+
+class PartSchema(Schema):
+    """A part the client uploaded: the seed's ``PartNum`` or S3's ``PartNumber``, and its ETag."""
+
+    ETag = fields.String(required=True, validate=validate.Length(min=1, max=256))
+    PartNum = integer(validate=validate.Range(1, MAX_PART_NUMBER))
+    PartNumber = integer(validate=validate.Range(1, MAX_PART_NUMBER))
+    Size = integer(validate=validate.Range(0))
+
+    @validates_schema
+    def one_number(self, data, **kwargs):
+        """Exactly one of PartNum / PartNumber."""
+        if ("PartNum" in data) == ("PartNumber" in data):
+            raise ValidationError("give exactly one of 'PartNum' or 'PartNumber'", "PartNumber")
+
+
+class CompleteSchema(Schema):
+    """``POST .../complete-multipart``: the parts, or nothing to take S3's list."""
+
+    parts = fields.List(fields.Nested(PartSchema), load_default=None, validate=validate.Length(max=MAX_PART_NUMBER))
+
+
+class SignSchema(Schema):
+    """``POST .../multipart/sign``: the part numbers to sign."""
+
+    parts = fields.List(
+        integer(validate=validate.Range(1, MAX_PART_NUMBER)),
+        required=True,
+        validate=validate.Length(min=1, max=MAX_PART_NUMBER),
+    )
+
+
+def parse_json(schema: Schema) -> dict:
+    """Parse the JSON body (an empty body counts as ``{}``)."""
+    if not request.get_data(cache=True):
+        try:
+            return schema.load({})
+        except ValidationError as e:
+            raise RequestValidationError(flatten_messages(e.messages)) from None
+    if request.mimetype != "application/json":
+        raise RequestValidationError([("Content-Type", "must be application/json")])
+    return parser.parse(schema, request, location="json")
+
+
+def parse_json_or_form(schema_factory) -> dict:
+    """Parse a JSON body (strict types) or a form-encoded one (digits accepted), as the seed allowed."""
+    if request.mimetype == "application/json":
+        return parser.parse(schema_factory(strict=True), request, location="json")
+    if request.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        return parser.parse(schema_factory(strict=False), request, location="form")
+    raise RequestValidationError([("Content-Type", "must be application/json or application/x-www-form-urlencoded")])
