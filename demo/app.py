@@ -1,52 +1,106 @@
-"""The demo's Invenio app: files-rest + invenio-s3 + records-files + oarepo-s3."""
+"""The app the demo runs (and the REST tests and benchmarks use): a small Invenio API app.
+
+Everything a real deployment would put in ``invenio.cfg`` is passed in as
+config; the extensions are the ones an Invenio API app has for accounts
+(session cookies), OAuth2 personal tokens, access control, records with
+files, invenio-s3 and oarepo-s3.
+"""
 
 from __future__ import annotations
 
 from flask import Flask
-from flask_babel import Babel
-from invenio_db import InvenioDB
+from invenio_access import InvenioAccess
+from invenio_accounts import InvenioAccountsREST
+from invenio_accounts.views.rest import create_rest_blueprint
+from invenio_db import InvenioDB, db
 from invenio_files_rest import InvenioFilesREST
 from invenio_files_rest.views import blueprint as files_rest_blueprint
+from invenio_i18n import InvenioI18N
+from invenio_oauth2server import InvenioOAuth2Server, InvenioOAuth2ServerREST
+from invenio_pidstore import InvenioPIDStore
 from invenio_records import InvenioRecords
 from invenio_records_files import InvenioRecordsFiles
 from invenio_s3 import InvenioS3
+from simplekv.memory import DictStore
+from sqlalchemy import event
 
 from oarepo_s3 import OARepoS3
+from oarepo_s3.views import create_drafts_blueprint, create_records_blueprint
+
+DEFAULTS = {
+    "SQLALCHEMY_TRACK_MODIFICATIONS": False,
+    "FILES_REST_STORAGE_FACTORY": "oarepo_s3.storage.s3_storage_factory",
+    "FILES_REST_PERMISSION_FACTORY": "demo.app.files_rest_permission",
+    # S3-compatible servers (Ceph, older MinIO) reject boto3's default CRC checksums.
+    "S3_CONFIG_EXTRA": {
+        "request_checksum_calculation": "when_required",
+        "response_checksum_validation": "when_required",
+    },
+    "ACCOUNTS_USE_CELERY": False,
+    "ACCOUNTS_SESSION_ACTIVITY_ENABLED": False,
+    "MAIL_SUPPRESS_SEND": True,
+    "RATELIMIT_ENABLED": False,
+    "WTF_CSRF_ENABLED": False,
+}
 
 
-def allow_all_permissions(*args, **kwargs):
-    """files-rest permission factory of the demo: anyone may read (no accounts yet)."""
+def files_rest_permission(*args, **kwargs):
+    """files-rest's own /files API is not used by the demo's clients: deny it to everyone."""
 
-    class Allow:
+    class Deny:
         def can(self):
-            return True
+            return False
 
-    return Allow()
+    return Deny()
 
 
-def create_demo_app(*, database_uri: str, s3_endpoint: str, access_key: str, secret_key: str) -> Flask:
-    """Build the app; every setting a real deployment would put in invenio.cfg is here."""
+def configure_sqlite(engine) -> None:
+    """Make SQLite safe for a threaded server: real SAVEPOINTs and WAL journaling.
+
+    pysqlite's own transaction handling breaks nested transactions, and with
+    the default journal a reader blocks every writer ("database is locked").
+    """
+
+    @event.listens_for(engine, "connect")
+    def on_connect(dbapi_connection, connection_record):
+        dbapi_connection.isolation_level = None
+        dbapi_connection.execute("PRAGMA journal_mode=WAL")
+        dbapi_connection.execute("PRAGMA busy_timeout=10000")
+
+    @event.listens_for(engine, "begin")
+    def on_begin(conn):
+        conn.exec_driver_sql("BEGIN")
+
+
+def create_app(config: dict, *, session_store=None, files_rest_api: bool = False) -> Flask:
+    """Build the app from ``config`` (SQLALCHEMY_DATABASE_URI, S3_*, SECRET_KEY...).
+
+    :param session_store: a simplekv store for login sessions (default: in memory).
+    :param files_rest_api: also mount files-rest's own ``/files`` API.
+    """
     app = Flask("oarepo_s3_demo")
-    app.config.update(
-        SECRET_KEY="demo-only-secret",
-        SQLALCHEMY_DATABASE_URI=database_uri,
-        SQLALCHEMY_TRACK_MODIFICATIONS=False,
-        FILES_REST_STORAGE_FACTORY="oarepo_s3.storage.s3_storage_factory",
-        FILES_REST_PERMISSION_FACTORY="demo.app.allow_all_permissions",
-        S3_ENDPOINT_URL=s3_endpoint,
-        S3_ACCESS_KEY_ID=access_key,
-        S3_SECRET_ACCESS_KEY=secret_key,
-        S3_CONFIG_EXTRA={
-            "request_checksum_calculation": "when_required",
-            "response_checksum_validation": "when_required",
-        },
-    )
-    Babel(app)
+    app.config.update(DEFAULTS)
+    app.config.update(config)
+    app.config.setdefault("SECURITY_PASSWORD_SALT", app.config["SECRET_KEY"])
+    # Translations are not needed by an API; loading them all pulls in invenio-search.
+    InvenioI18N(app, entry_point_group=None)
     InvenioDB(app)
+    InvenioAccountsREST(app, sessionstore=session_store if session_store is not None else DictStore())
+    InvenioAccess(app)
+    InvenioOAuth2Server(app)
+    InvenioOAuth2ServerREST(app)
+    InvenioPIDStore(app)
     InvenioRecords(app)
     InvenioFilesREST(app)
     InvenioRecordsFiles(app)
     InvenioS3(app)
     OARepoS3(app)
-    app.register_blueprint(files_rest_blueprint)
+    app.register_blueprint(create_rest_blueprint(app))
+    app.register_blueprint(create_drafts_blueprint(app))
+    app.register_blueprint(create_records_blueprint(app))
+    if files_rest_api:
+        app.register_blueprint(files_rest_blueprint)
+    with app.app_context():
+        if db.engine.dialect.name == "sqlite":
+            configure_sqlite(db.engine)
     return app

@@ -6,66 +6,20 @@ from dataclasses import dataclass
 
 import pytest
 import requests
-from flask import Blueprint, Flask
-from invenio_i18n import InvenioI18N
-from invenio_access import InvenioAccess
+from flask import Blueprint
 from invenio_access.models import ActionUsers
 from invenio_access.permissions import superuser_access
-from invenio_accounts import InvenioAccountsREST
-from invenio_accounts.views.rest import create_rest_blueprint
-from invenio_db import InvenioDB
-from invenio_files_rest import InvenioFilesREST
-from invenio_oauth2server import InvenioOAuth2Server, InvenioOAuth2ServerREST
 from invenio_oauth2server.models import Token
-from invenio_pidstore import InvenioPIDStore
-from invenio_records import InvenioRecords
-from invenio_records_files import InvenioRecordsFiles
-from invenio_s3 import InvenioS3
-from simplekv.memory import DictStore
 
-from oarepo_s3 import OARepoS3
-from oarepo_s3.views import create_drafts_blueprint, create_records_blueprint, multipart_actions
-
-from ..conftest import _sqlite_savepoint_fix
-
+from demo.app import create_app
+from oarepo_s3.views import multipart_actions
 
 @pytest.fixture(scope="module")
 def app(app_config):
-    """The API app a repository would run: accounts (sessions), OAuth2 tokens, access, our blueprints."""
-    app = Flask("oarepo_s3_rest_tests")
-    app.config.update(app_config)
-    app.config.update(
-        SECURITY_PASSWORD_SALT="test-salt",
-        ACCOUNTS_USE_CELERY=False,
-        ACCOUNTS_SESSION_ACTIVITY_ENABLED=False,
-        MAIL_SUPPRESS_SEND=True,
-        RATELIMIT_ENABLED=False,
-        WTF_CSRF_ENABLED=False,
-        SERVER_NAME=None,
-    )
-    InvenioI18N(app, entry_point_group=None)  # no translations: some entry points need invenio-search
-    InvenioDB(app)
-    InvenioAccountsREST(app, sessionstore=DictStore())
-    InvenioAccess(app)
-    InvenioOAuth2Server(app)
-    InvenioOAuth2ServerREST(app)
-    InvenioPIDStore(app)
-    InvenioRecords(app)
-    InvenioFilesREST(app)
-    InvenioRecordsFiles(app)
-    InvenioS3(app)
-    OARepoS3(app)
-    app.register_blueprint(create_rest_blueprint(app))
-    app.register_blueprint(create_drafts_blueprint(app))
-    app.register_blueprint(create_records_blueprint(app))
+    """The demo's API app (accounts, OAuth2 tokens, access, our blueprints) on the test's S3 and database."""
+    app = create_app(app_config)
     app.register_blueprint(_seed_style_blueprint())
-    with app.app_context():
-        from invenio_db import db
-
-        if db.engine.dialect.name == "sqlite":
-            _sqlite_savepoint_fix(db.engine)
     yield app
-
 
 def _seed_style_blueprint():
     """An app's own records blueprint using multipart_actions exactly as the seed README shows."""
@@ -73,7 +27,6 @@ def _seed_style_blueprint():
     for rule, view in multipart_actions("myrec", None, None, None, True).items():
         bp.add_url_rule(f"/<pid_value>/{rule}", view_func=view, methods=["POST"])
     return bp
-
 
 @dataclass
 class User:
@@ -89,7 +42,6 @@ class User:
         session = requests.Session()
         session.headers["Authorization"] = f"Bearer {self.token}"
         return session
-
 
 def _create_user(app, db, email, admin=False) -> User:
     datastore = app.extensions["security"].datastore
@@ -107,7 +59,6 @@ def _create_user(app, db, email, admin=False) -> User:
     db.session.commit()
     return User(user.id, email, password, token.access_token)
 
-
 @pytest.fixture()
 def users(app, db, location):
     """owner, other and admin."""
@@ -117,17 +68,14 @@ def users(app, db, location):
         "admin": _create_user(app, db, "admin@example.org", admin=True),
     }
 
-
 @pytest.fixture()
 def owner(users):
     return users["owner"]
-
 
 @pytest.fixture()
 def api_url(live_server, app):
     """Base URL of the drafts API on the live server."""
     return live_server.url + app.config["OAREPO_S3_DRAFTS_URL_PREFIX"]
-
 
 @pytest.fixture()
 def draft(owner, api_url):
@@ -135,7 +83,6 @@ def draft(owner, api_url):
     response = owner.api().post(f"{api_url}/", json={"metadata": {"title": "test draft"}}, timeout=30)
     assert response.status_code == 201, response.text
     return response.json()
-
 
 @pytest.fixture()
 def state(db, s3_client, s3_bucket):
@@ -159,7 +106,6 @@ def state(db, s3_client, s3_bucket):
         }
 
     return snapshot
-
 
 def start_upload(user, draft, key="data.bin", size=1000, **extra):
     """POST an upload start; assert 201; return the JSON."""
