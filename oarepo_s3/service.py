@@ -47,6 +47,10 @@ from .sizes import expected_part_size
 log = logging.getLogger(__name__)
 
 _MD5_HEX = re.compile(r"^[0-9a-f]{32}$")
+_BASE64_MD5 = re.compile(r"^[A-Za-z0-9+/]{22}==$")
+# S3 codes meaning "no such multipart upload (any more)": AWS and moto say NoSuchUpload;
+# Ceph RGW 16 answers ListParts of a completed, aborted or unknown upload with NoSuchKey.
+_UPLOAD_GONE = ("NoSuchUpload", "NoSuchKey")
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,10 +126,15 @@ def url_lifetime(row: MultipartUploadSession) -> int:
     return min(remaining, cap, SIGV4_MAX_EXPIRES)
 
 
-def sign_parts(row: MultipartUploadSession, part_numbers: Iterable[int]) -> dict[int, str]:
+def sign_parts(
+    row: MultipartUploadSession, part_numbers: Iterable[int], content_md5: dict[int, str] | None = None
+) -> dict[int, str]:
     """Fresh presigned UploadPart URLs for ``part_numbers`` of an in-progress upload.
 
-    :raises InvalidUploadRequest: a part number outside ``1..num_parts``.
+    :param content_md5: base64 MD5 digests by part number; each one is signed
+        into its URL, so S3 accepts only a PUT that sends that ``Content-MD5``
+        header and bytes matching it (corruption on the way is refused).
+    :raises InvalidUploadRequest: a part number outside ``1..num_parts`` or a malformed digest.
     :raises UploadStateConflict / UploadExpired: the upload is not in progress.
     """
     _ensure_in_progress(row)
@@ -133,15 +142,22 @@ def sign_parts(row: MultipartUploadSession, part_numbers: Iterable[int]) -> dict
     for n in numbers:
         if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= row.num_parts:
             raise InvalidUploadRequest("parts", f"part numbers must be integers from 1 to {row.num_parts}")
+    digests = content_md5 or {}
+    for n, digest in digests.items():
+        if n not in numbers:
+            raise InvalidUploadRequest(f"content_md5.{n}", "names a part that is not being signed")
+        if not _BASE64_MD5.match(digest):
+            raise InvalidUploadRequest(f"content_md5.{n}", "must be the base64 of a 16-byte MD5 digest")
     presigner = current_oarepo_s3.presigner
-    urls = presigner.upload_part_urls(
-        current_oarepo_s3.s3.bucket_name(row.s3_bucket),
-        row.s3_key,
-        row.upload_id,
-        numbers,
-        expires_in=url_lifetime(row),
-    )
-    return dict(zip(numbers, urls, strict=True))
+    bucket = current_oarepo_s3.s3.bucket_name(row.s3_bucket)
+    expires_in = url_lifetime(row)
+    plain = [n for n in numbers if n not in digests]
+    urls = dict(zip(plain, presigner.upload_part_urls(bucket, row.s3_key, row.upload_id, plain, expires_in=expires_in)))
+    for n, digest in digests.items():
+        urls[n] = presigner.upload_part_url(
+            bucket, row.s3_key, row.upload_id, n, expires_in=expires_in, content_md5=digest
+        )
+    return {n: urls[n] for n in numbers}
 
 
 def sign_all_parts(row: MultipartUploadSession) -> list[str]:
@@ -186,7 +202,7 @@ def complete_upload(
     try:
         in_s3 = s3.list_parts(row.s3_bucket, row.s3_key, row.upload_id)
     except S3Error as e:
-        if e.s3_code != "NoSuchUpload":
+        if e.s3_code not in _UPLOAD_GONE:
             raise
         # An earlier attempt completed in S3 but crashed before the commit.
         return _finish_books(row, _completed_object(row, etag_hint=""))
@@ -194,7 +210,7 @@ def complete_upload(
     try:
         s3.complete_multipart_upload(row.s3_bucket, row.s3_key, row.upload_id, chosen)
     except S3Error as e:
-        if e.s3_code != "NoSuchUpload":
+        if e.s3_code not in _UPLOAD_GONE:
             raise
     return _finish_books(row, _completed_object(row, etag_hint=multipart_etag(chosen)))
 

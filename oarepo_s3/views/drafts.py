@@ -126,13 +126,18 @@ def sign(pid_value, key):
     """``POST .../files/<key>/multipart/sign {"parts": [1, 2]}``: fresh presigned part URLs."""
     record = _draft(pid_value)
     session = drafts.pending_session(record, key)
-    numbers = parse_json(SignSchema())["parts"]
+    body = parse_json(SignSchema())
+    numbers = body["parts"]
     if len(set(numbers)) != len(numbers):
         raise RequestValidationError([("parts", "part numbers must not repeat")])
-    urls = service.sign_parts(session, numbers)
+    digests = {int(n): d for n, d in (body["content_md5"] or {}).items()}
+    urls = service.sign_parts(session, numbers, digests)
     return jsonify(
         {
-            "parts": [{"PartNumber": n, "url": u} for n, u in urls.items()],
+            "parts": [
+                {"PartNumber": n, "url": u, **({"headers": {"Content-MD5": digests[n]}} if n in digests else {})}
+                for n, u in urls.items()
+            ],
             "expires_in": service.url_lifetime(session),
         }
     )

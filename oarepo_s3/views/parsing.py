@@ -94,12 +94,17 @@ class CompleteSchema(Schema):
 
 
 class SignSchema(Schema):
-    """``POST .../multipart/sign``: the part numbers to sign."""
+    """``POST .../multipart/sign``: the part numbers to sign, optionally with their MD5s."""
 
     parts = fields.List(
         integer(validate=validate.Range(1, MAX_PART_NUMBER)),
         required=True,
         validate=validate.Length(min=1, max=MAX_PART_NUMBER),
+    )
+    content_md5 = fields.Dict(
+        keys=fields.String(validate=validate.Regexp(r"^[1-9][0-9]{0,4}$", error="must be a part number")),
+        values=fields.String(),
+        load_default=None,
     )
 
 

@@ -160,3 +160,22 @@ def test_publish(owner, draft, live_server, app):
     # A draft is not visible as a published record.
     other = api.post(f"{live_server.url}{app.config['OAREPO_S3_DRAFTS_URL_PREFIX']}/", json={}, timeout=30).json()
     assert anonymous.get(other["links"]["record"], timeout=30).status_code == 404
+
+
+def test_content_md5_is_signed_into_the_url(owner, draft):
+    import base64
+    import hashlib
+
+    payload = b"integrity matters"
+    created = start_upload(owner, draft, key="md5.bin", size=len(payload))
+    digest = base64.b64encode(hashlib.md5(payload).digest()).decode()
+    signed = owner.api().post(created["links"]["sign"], json={"parts": [1], "content_md5": {"1": digest}}, timeout=30)
+    assert signed.status_code == 200, signed.text
+    part = signed.json()["parts"][0]
+    assert part["headers"] == {"Content-MD5": digest}
+    assert "X-Amz-SignedHeaders=content-md5%3Bhost" in part["url"]
+    assert requests.put(part["url"], data=payload, headers=part["headers"], timeout=30).status_code == 200
+    bad = owner.api().post(created["links"]["sign"], json={"parts": [1], "content_md5": {"1": "nope"}}, timeout=30)
+    assert bad.status_code == 400 and bad.json()["errors"][0]["field"] == "content_md5.1"
+    bad = owner.api().post(created["links"]["sign"], json={"parts": [1], "content_md5": {"2": digest}}, timeout=30)
+    assert bad.status_code == 400
