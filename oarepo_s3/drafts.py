@@ -142,9 +142,14 @@ def start_file_upload(
     expires: int | timedelta | None = None,
     complete_url: str | None = None,
     abort_url: str | None = None,
-) -> MultipartUploadSession:
+) -> tuple[MultipartUploadSession, dict]:
     """Start a direct multipart upload of ``key`` into the draft; commit.
 
+    The file goes straight into the draft's bucket (``record["_files"]`` is
+    rebuilt from the bucket on publish, so the record JSON is not rewritten
+    for every upload).
+
+    :returns: the session row and its description with signed part URLs.
     :raises FileKeyExists: the draft already has a file with that key.
     :raises InvalidUploadRequest: a field breaks a rule (nothing is created).
     """
@@ -162,16 +167,15 @@ def start_file_upload(
     )
     if ObjectVersion.get(record.bucket_id, key) is not None:
         raise FileKeyExists(key)
-    record.files[key] = mu
-    row_id = mu.session["id"]
+    with db.session.begin_nested():
+        ObjectVersion.create(record.bucket, key, stream=mu)
     try:
-        record.commit()
         db.session.commit()
     except Exception:
         db.session.rollback()
         current_oarepo_s3.s3.abort_multipart_upload(mu.session["bucket"], mu.session["key"], mu.session["upload_id"])
         raise
-    return service.get_session(row_id)
+    return service.get_session(mu.session["id"]), mu.session
 
 
 def complete_file_upload(record: DraftRecord, key: str, parts) -> FileEntry:

@@ -139,32 +139,38 @@ def sign_parts(
     """
     _ensure_in_progress(row)
     numbers = list(part_numbers)
+    num_parts = row.num_parts  # an ORM attribute: read it once, not once per part
     for n in numbers:
-        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= row.num_parts:
-            raise InvalidUploadRequest("parts", f"part numbers must be integers from 1 to {row.num_parts}")
+        if type(n) is not int or not 1 <= n <= num_parts:
+            raise InvalidUploadRequest("parts", f"part numbers must be integers from 1 to {num_parts}")
     digests = content_md5 or {}
+    wanted = set(numbers)
     for n, digest in digests.items():
-        if n not in numbers:
+        if n not in wanted:
             raise InvalidUploadRequest(f"content_md5.{n}", "names a part that is not being signed")
         if not _BASE64_MD5.match(digest):
             raise InvalidUploadRequest(f"content_md5.{n}", "must be the base64 of a 16-byte MD5 digest")
     presigner = current_oarepo_s3.presigner
-    bucket = current_oarepo_s3.s3.bucket_name(row.s3_bucket)
+    bucket, key, upload_id = current_oarepo_s3.s3.bucket_name(row.s3_bucket), row.s3_key, row.upload_id
     expires_in = url_lifetime(row)
-    plain = [n for n in numbers if n not in digests]
-    urls = dict(zip(plain, presigner.upload_part_urls(bucket, row.s3_key, row.upload_id, plain, expires_in=expires_in)))
+    plain = [n for n in numbers if n not in digests] if digests else numbers
+    urls = dict(zip(plain, presigner.upload_part_urls(bucket, key, upload_id, plain, expires_in=expires_in)))
     for n, digest in digests.items():
-        urls[n] = presigner.upload_part_url(
-            bucket, row.s3_key, row.upload_id, n, expires_in=expires_in, content_md5=digest
-        )
-    return {n: urls[n] for n in numbers}
+        urls[n] = presigner.upload_part_url(bucket, key, upload_id, n, expires_in=expires_in, content_md5=digest)
+    return urls if not digests else {n: urls[n] for n in numbers}
 
 
 def sign_all_parts(row: MultipartUploadSession) -> list[str]:
     """Presigned URLs for every part in order (empty once the upload is finished)."""
     if row.status is not MultipartUploadStatus.IN_PROGRESS or row.is_expired:
         return []
-    return list(sign_parts(row, range(1, row.num_parts + 1)).values())
+    return current_oarepo_s3.presigner.upload_part_urls(
+        current_oarepo_s3.s3.bucket_name(row.s3_bucket),
+        row.s3_key,
+        row.upload_id,
+        range(1, row.num_parts + 1),
+        expires_in=url_lifetime(row),
+    )
 
 
 def session_dict(row: MultipartUploadSession) -> dict:

@@ -68,7 +68,7 @@ def create_upload(pid_value):
         raise RequestValidationError([("type", "must be a string")])
     part_size = uppy_part_size(size) if isinstance(size, int) and size > 0 else None
     values = {"pid_value": record.pid_value, "key": key}
-    session = drafts.start_file_upload(
+    session, _ = drafts.start_file_upload(
         record,
         key,
         size,

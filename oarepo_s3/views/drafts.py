@@ -85,7 +85,7 @@ def init_upload(pid_value):
     body = parse_json_or_form(init_upload_schema)
     key = _validate_rest_key(body["key"])
     url_values = {"pid_value": record.pid_value, "key": key}
-    session = drafts.start_file_upload(
+    session, described = drafts.start_file_upload(
         record,
         key,
         body["size"],
@@ -96,7 +96,7 @@ def init_upload(pid_value):
         abort_url=url_for(f"{DRAFTS}.{DRAFTS}_upload_abort", _external=True, **url_values),
     )
     data = file_json(record, drafts.get_file(record, key))
-    data["multipart_upload"] = session_json(session, parts_url=service.sign_all_parts(session))
+    data["multipart_upload"] = described
     response = jsonify(data)
     response.status_code = 201
     return response

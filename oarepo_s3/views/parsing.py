@@ -93,14 +93,33 @@ class CompleteSchema(Schema):
     parts = fields.List(fields.Nested(PartSchema), load_default=None, validate=validate.Length(max=MAX_PART_NUMBER))
 
 
+class PartNumbers(fields.Field):
+    """A list of 1..10,000 part numbers, checked in one pass.
+
+    Signing a part costs ~2 µs; a marshmallow field per list element cost more
+    than the signing itself, so the list is validated here directly.
+    """
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, list):
+            raise ValidationError("Not a valid list.")
+        if not 1 <= len(value) <= MAX_PART_NUMBER:
+            raise ValidationError(f"Length must be between 1 and {MAX_PART_NUMBER}.")
+        errors = {}
+        for i, n in enumerate(value):
+            if type(n) is not int:
+                errors[i] = ["Not a valid integer."]
+            elif not 1 <= n <= MAX_PART_NUMBER:
+                errors[i] = [f"Must be greater than or equal to 1 and less than or equal to {MAX_PART_NUMBER}."]
+        if errors:
+            raise ValidationError(errors)
+        return value
+
+
 class SignSchema(Schema):
     """``POST .../multipart/sign``: the part numbers to sign, optionally with their MD5s."""
 
-    parts = fields.List(
-        integer(validate=validate.Range(1, MAX_PART_NUMBER)),
-        required=True,
-        validate=validate.Length(min=1, max=MAX_PART_NUMBER),
-    )
+    parts = PartNumbers(required=True)
     content_md5 = fields.Dict(
         keys=fields.String(validate=validate.Regexp(r"^[1-9][0-9]{0,4}$", error="must be a part number")),
         values=fields.String(),
