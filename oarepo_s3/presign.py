@@ -68,6 +68,8 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 # botocore.handlers.VALID_BUCKET, anchored with \Z instead of $ so that a
 # trailing newline is refused rather than signed into the path.
 _BUCKET_RE = re.compile(r"[a-zA-Z0-9.\-_]{1,255}\Z")
+# Ceph RGW multi-tenancy (S3_TENANT): "tenant:bucket", always addressed path-style.
+_TENANT_BUCKET_RE = re.compile(r"[a-zA-Z0-9_]{1,255}:[a-zA-Z0-9.\-_]{1,255}\Z")
 # Buckets that the S3 endpoint rules send to S3 Express / outposts hosts.
 _RESERVED_BUCKET_SUFFIXES = ("--x-s3", "--xa-s3", "--op-s3")
 # botocore.utils.validate_region_name (which also lets an empty name through).
@@ -261,8 +263,8 @@ class SigV4Presigner:
         cached = self._buckets.get(bucket)
         if cached is not None:
             return cached
-        if not isinstance(bucket, str) or not _BUCKET_RE.match(bucket):
-            raise ValueError(f"bucket name must match [a-zA-Z0-9._-]{{1,255}}, got {bucket!r}")
+        if not isinstance(bucket, str) or not (_BUCKET_RE.match(bucket) or _TENANT_BUCKET_RE.match(bucket)):
+            raise ValueError(f"bucket name must match [a-zA-Z0-9._-]{{1,255}} or tenant:bucket, got {bucket!r}")
         if bucket.endswith(_RESERVED_BUCKET_SUFFIXES):
             raise ValueError(f"S3 Express and outposts buckets need a different signer: {bucket!r}")
         virtual = False

@@ -27,7 +27,10 @@ class LiveServer:
         self.received_bytes = 0
         self._server = make_server("127.0.0.1", 0, self._counting_app, threaded=True)
         self.url = f"http://127.0.0.1:{self._server.server_port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        # A short poll interval: shutdown() waits up to one interval, once per test.
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
 
     def _counting_app(self, environ, start_response):
         """Count request body bytes the app reads: proof that payloads bypass it."""

@@ -530,3 +530,30 @@ def test_generic_presign_with_headers_matches_botocore():
         now=epoch(instant),
     )
     assert got == expected
+
+
+@pytest.mark.parametrize("style", ["path", "virtual"])
+def test_ceph_tenant_bucket_matches_botocore(style):
+    """``S3_TENANT`` buckets (``tenant:bucket``) are signed path-style, exactly as botocore does."""
+    import boto3
+    from botocore.config import Config
+    from botocore.handlers import validate_bucket_name
+
+    client = boto3.client(
+        "s3", endpoint_url="http://127.0.0.1:7480", region_name="us-east-1",
+        aws_access_key_id="AK", aws_secret_access_key="SK",
+        config=Config(signature_version="s3v4", s3={"addressing_style": style}),
+    )
+    client.meta.events.unregister("before-parameter-build.s3", validate_bucket_name)
+    ours = SigV4Presigner(endpoint_url="http://127.0.0.1:7480", access_key="AK", secret_key="SK",
+                          addressing_style=style)
+    instant = datetime.datetime(2026, 11, 25, 12, 0, 0)
+    with mock.patch("botocore.auth.get_current_datetime", return_value=instant):
+        theirs = client.generate_presigned_url(
+            "upload_part", Params={"Bucket": "tenant_1:data", "Key": "a/b", "UploadId": "u", "PartNumber": 3},
+            ExpiresIn=600,
+        )
+    mine = ours.upload_part_url("tenant_1:data", "a/b", "u", 3, expires_in=600,
+                                now=instant.replace(tzinfo=datetime.timezone.utc).timestamp())
+    assert mine == theirs
+    assert "/tenant_1%3Adata/a/b?" in mine
