@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         "S3_ENDPOINT_URL": s3_endpoint,
         "S3_ACCESS_KEY_ID": ACCESS_KEY,
         "S3_SECRET_ACCESS_KEY": SECRET_KEY,
-    })
+    }, sqlite_immediate=True)
     seeded = seed_database(app)
     demo, other = seeded["demo@example.org"], seeded["other@example.org"]
     draft_url = f"{url}{app.config['OAREPO_S3_DRAFTS_URL_PREFIX']}/{seeded['draft_id']}"

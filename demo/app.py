@@ -54,11 +54,16 @@ def files_rest_permission(*args, **kwargs):
     return Deny()
 
 
-def configure_sqlite(engine) -> None:
+def configure_sqlite(engine, *, immediate: bool = False) -> None:
     """Make SQLite safe for a threaded server: real SAVEPOINTs and WAL journaling.
 
     pysqlite's own transaction handling breaks nested transactions, and with
     the default journal a reader blocks every writer ("database is locked").
+    With ``immediate``, every transaction starts as ``BEGIN IMMEDIATE``, so
+    concurrent writers wait (busy_timeout) instead of failing when a read
+    transaction tries to become a write one; right for a server whose
+    requests all end their transactions, wrong for a test thread that keeps
+    a read transaction open while a server thread writes.
     """
 
     @event.listens_for(engine, "connect")
@@ -69,14 +74,17 @@ def configure_sqlite(engine) -> None:
 
     @event.listens_for(engine, "begin")
     def on_begin(conn):
-        conn.exec_driver_sql("BEGIN")
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
-def create_app(config: dict, *, session_store=None, files_rest_api: bool = False) -> Flask:
+def create_app(
+    config: dict, *, session_store=None, files_rest_api: bool = False, sqlite_immediate: bool = False
+) -> Flask:
     """Build the app from ``config`` (SQLALCHEMY_DATABASE_URI, S3_*, SECRET_KEY...).
 
     :param session_store: a simplekv store for login sessions (default: in memory).
     :param files_rest_api: also mount files-rest's own ``/files`` API.
+    :param sqlite_immediate: on SQLite, start every transaction with ``BEGIN IMMEDIATE``.
     """
     app = Flask("oarepo_s3_demo")
     app.config.update(DEFAULTS)
@@ -102,5 +110,5 @@ def create_app(config: dict, *, session_store=None, files_rest_api: bool = False
         app.register_blueprint(files_rest_blueprint)
     with app.app_context():
         if db.engine.dialect.name == "sqlite":
-            configure_sqlite(db.engine)
+            configure_sqlite(db.engine, immediate=sqlite_immediate)
     return app

@@ -25,11 +25,12 @@ ensure_venv() {
     fi
     local stamp="$root/.venv/.oarepo-s3-installed"
     local want
-    want="$(cat "$root/requirements/lock.txt" "$root/pyproject.toml" | sha256sum | cut -d' ' -f1)"
+    want="$(cat "$root/requirements/lock.txt" "$root/pyproject.toml" "$root/client/pyproject.toml" | sha256sum | cut -d' ' -f1)"
     if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
         echo "==> installing the locked dependencies (requirements/lock.txt)" >&2
         "$root/.venv/bin/uv" pip install --quiet -p "$root/.venv/bin/python" -r "$root/requirements/lock.txt"
         "$root/.venv/bin/uv" pip install --quiet -p "$root/.venv/bin/python" --no-deps -e "$root"
+        "$root/.venv/bin/uv" pip install --quiet -p "$root/.venv/bin/python" --no-deps -e "$root/client"
         echo "$want" > "$stamp"
     fi
 }

@@ -72,8 +72,11 @@ def file_json(record: DraftRecord, entry: FileEntry) -> dict:
         "updated": _iso(obj.updated),
         "links": links,
     }
-    if session is not None and entry.pending:
-        data["multipart_upload"] = session_json(session)
+    if session is not None:
+        # With the part size, anyone can recompute the s3etag checksum from the file.
+        data["part_size"] = session.part_size
+        if entry.pending:
+            data["multipart_upload"] = session_json(session)
     return data
 
 

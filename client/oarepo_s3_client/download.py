@@ -1,0 +1,218 @@
+"""Downloads: follow the API's 302 to S3, fetch ranges in parallel into ``FILE.part``, resumable.
+
+``FILE.part`` has the file's full size from the start; each range is
+written at its offset and then recorded in ``FILE.part.state`` (a journal).
+Running again after an interruption fetches only the ranges not recorded.
+Every range must come from the same S3 object (same ETag); at the end the
+size is checked and ``FILE.part`` becomes ``FILE``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from collections.abc import Callable
+from concurrent.futures import Executor, ThreadPoolExecutor
+from pathlib import Path
+
+import requests
+
+from .api import Api
+from .errors import Interrupted, IntegrityError, TransferError
+from .models import DownloadResult, TransferConfig
+from .parts import PartRange, part_ranges
+from .progress import AggregatedProgress
+from .retry import Retryable, parse_retry_after, retrying
+from .state import Journal, download_journal_path
+
+READ_SIZE = 1024 * 1024
+_CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+)")
+
+
+_SEEK_LOCK = threading.Lock()
+
+
+def _pwrite(fd: int, data: memoryview, offset: int) -> int:
+    """Write at ``offset`` without moving a shared position (seek + write under a lock where no pwrite)."""
+    if hasattr(os, "pwrite"):
+        return os.pwrite(fd, data, offset)
+    with _SEEK_LOCK:  # Windows
+        os.lseek(fd, offset, os.SEEK_SET)
+        return os.write(fd, data)
+
+
+class _Source:
+    """The presigned S3 URL of a file; fetched again from the API when S3 refuses it (it expired)."""
+
+    def __init__(self, api: Api, url: str):
+        self.api = api
+        self.url = url
+        self.location, self.info = api.resolve_download(url)
+        self.generation = 0
+        self._lock = threading.Lock()
+
+    def refresh(self, seen: int) -> None:
+        """Get a new URL, unless another thread already did since generation ``seen``."""
+        with self._lock:
+            if self.generation == seen:
+                self.location, _ = self.api.resolve_download(self.url)
+                self.generation += 1
+
+
+class Downloader:
+    """Parallel, resumable ranged GETs (the :class:`~.transfer.Uploader` builds one for ``download``)."""
+
+    def __init__(self, api: Api, s3: requests.Session, executor: Executor, config: TransferConfig,
+                 progress: AggregatedProgress, clock: Callable[[], float], sleep: Callable[[float], None],
+                 cancelled: threading.Event):
+        self.api = api
+        self.s3 = s3
+        self.executor = executor
+        self.config = config
+        self.progress = progress
+        self._clock = clock
+        self._sleep = sleep
+        self._cancelled = cancelled
+        self._stop = threading.Event()
+
+    def download(self, url: str, dest: str | os.PathLike, concurrency: int | None = None) -> DownloadResult:
+        """Download ``url`` (a file's ``content`` or ``self`` API URL) to ``dest``.
+
+        :raises Interrupted: cancelled; run again to resume.
+        :raises IntegrityError: the size differs from what the API and S3 announced.
+        :raises TransferError: a range failed after all retries, or the object changed on the server.
+        """
+        started = self._clock()
+        dest = Path(dest)
+        part_path = dest.with_name(dest.name + ".part")
+        source = _Source(self.api, url)
+        size, etag = self._probe(source)
+        expected = (source.info or {}).get("size")
+        if expected is not None and expected != size:
+            raise IntegrityError(f"{url}: the API says {expected} bytes, S3 has {size}")
+        ranges = part_ranges(size, self.config.download_chunk_size) if size else []
+        header = {"url": url, "size": size, "etag": etag, "chunk_size": self.config.download_chunk_size}
+        journal_path = download_journal_path(part_path)
+        journal = Journal.load(journal_path)
+        done: set[int] = set()
+        if journal is not None and journal.header == header and part_path.exists() \
+                and part_path.stat().st_size == size:
+            done = {int(e["n"]) for e in journal.entries if "n" in e}
+        else:
+            journal = Journal.create(journal_path, header)
+            with open(part_path, "wb") as fp:
+                fp.truncate(size)
+        todo = [r for r in ranges if r.number not in done]
+        key = dest.name
+        self.progress.start(key, size, sum(r.length for r in ranges if r.number in done))
+        fd = os.open(part_path, os.O_RDWR | getattr(os, "O_BINARY", 0))
+        own = concurrency is not None and concurrency != self.config.concurrency
+        executor = ThreadPoolExecutor(concurrency, thread_name_prefix="oarepo-s3-get") if own else self.executor
+        try:
+            futures = [executor.submit(self._fetch, source, fd, r, etag, key, journal) for r in todo]
+            try:
+                for future in futures:
+                    future.result()
+            except BaseException as e:
+                self._stop.set()
+                for future in futures:
+                    future.cancel()
+                for future in futures:
+                    if not future.cancelled():
+                        future.exception()
+                if isinstance(e, KeyboardInterrupt):
+                    raise Interrupted("interrupted; run again to resume") from e
+                raise
+            on_disk = os.fstat(fd).st_size
+        finally:
+            os.close(fd)
+            if own:
+                executor.shutdown(wait=True, cancel_futures=True)
+        if on_disk != size:
+            raise IntegrityError(f"{part_path}: {on_disk} bytes on disk, expected {size}")
+        os.replace(part_path, dest)
+        journal.remove()
+        return DownloadResult(url, str(dest), size, len(ranges), len(todo), resumed=bool(done),
+                              seconds=round(self._clock() - started, 3))
+
+    def _probe(self, source: _Source) -> tuple[int, str]:
+        """The object's size and ETag, from a one-byte ranged GET (a GET-signed URL allows no HEAD)."""
+        for attempt in retrying(self.config, self._sleep):
+            with attempt:
+                seen = source.generation
+                try:
+                    response = self.s3.get(source.location, headers={"Range": "bytes=0-0"},
+                                           timeout=(self.config.connect_timeout, self.config.read_timeout))
+                except (requests.ConnectionError, requests.Timeout) as e:
+                    raise Retryable(f"{type(e).__name__}: {e}") from e
+                self._check_status(response, source, seen)
+                if response.status_code == 206:
+                    match = _CONTENT_RANGE.match(response.headers.get("Content-Range", ""))
+                    if not match:
+                        raise TransferError(f"S3 answered 206 without a usable Content-Range for {source.url}")
+                    return int(match.group(3)), response.headers.get("ETag", "")
+                return len(response.content), response.headers.get("ETag", "")  # 200: no ranges, tiny file
+        raise AssertionError("unreachable")
+
+    def _check_status(self, response: requests.Response, source: _Source, seen: int) -> None:
+        status = response.status_code
+        if status in (200, 206):
+            return
+        if status == 403:
+            source.refresh(seen)
+            raise Retryable("403 from S3: the URL expired, fetched a new one", resign=True)
+        if status >= 500 or status in (408, 429):
+            raise Retryable(f"{status} from S3", retry_after=parse_retry_after(response.headers.get("Retry-After")))
+        raise TransferError(f"S3 answered {status} for {source.url}")
+
+    def _stopped(self) -> bool:
+        return self._stop.is_set() or self._cancelled.is_set()
+
+    def _fetch(self, source: _Source, fd: int, r: PartRange, etag: str, key: str, journal: Journal) -> None:
+        try:
+            for attempt in retrying(self.config, self._sleep):
+                with attempt:
+                    if self._stopped():
+                        raise Interrupted("stopped")
+                    self._fetch_once(source, fd, r, etag, key)
+                    journal.append({"n": r.number})
+                    self.progress.flush(key)
+                    return
+        except Retryable as e:
+            raise TransferError(f"{key}: bytes {r.offset}-{r.offset + r.length - 1}: {e} "
+                                f"(after {self.config.max_attempts} tries)") from e
+
+    def _fetch_once(self, source: _Source, fd: int, r: PartRange, etag: str, key: str) -> None:
+        seen = source.generation
+        headers = {"Range": f"bytes={r.offset}-{r.offset + r.length - 1}"}
+        written = 0
+        try:
+            response = self.s3.get(source.location, headers=headers, stream=True,
+                                   timeout=(self.config.connect_timeout, self.config.read_timeout))
+            with response:
+                self._check_status(response, source, seen)
+                if response.headers.get("ETag", "") != etag:
+                    raise TransferError(f"{key}: the file changed on the server while downloading; "
+                                        f"delete {key}.part and its .state file to start again")
+                if response.status_code == 200 and r.length != int(response.headers.get("Content-Length", -1)):
+                    raise TransferError(f"{key}: S3 ignored the Range header")
+                for piece in response.iter_content(READ_SIZE):
+                    if self._stopped():
+                        raise Interrupted("stopped")
+                    piece = piece[: r.length - written]
+                    view = memoryview(piece)
+                    while view:
+                        n = _pwrite(fd, view, r.offset + written)
+                        view = view[n:]
+                        written += n
+                    self.progress.add(key, len(piece))
+        except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as e:
+            self.progress.add(key, -written)
+            raise Retryable(f"{type(e).__name__}: {e}") from e
+        except BaseException:
+            self.progress.add(key, -written)
+            raise
+        if written != r.length:
+            self.progress.add(key, -written)
+            raise Retryable(f"short read: {written} of {r.length} bytes")

@@ -1,0 +1,112 @@
+"""Typed results and settings passed across the client's modules."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class TransferConfig:
+    """How transfers run.
+
+    Memory: at most ``concurrency x part_size`` bytes of file data are held
+    at once (one part buffer per worker thread), e.g. 8 x 16 MiB = 128 MiB.
+
+    :param concurrency: parts (or download ranges) in flight at once.
+    :param part_size: bytes per part; ``None`` lets the server choose
+        (16 MiB, more for huge files); 5 MiB..5 GiB.
+    :param max_attempts: tries per part / range / API call before giving up.
+    :param backoff_initial: seconds of the first retry wait (doubled each time, with jitter).
+    :param backoff_max: longest retry wait in seconds.
+    :param connect_timeout: seconds to connect to the API or S3.
+    :param read_timeout: seconds to wait for an answer (API) or the next bytes (S3).
+    :param progress_threshold: smallest progress callback, in bytes (aggregated).
+    :param resign_margin: re-sign a part URL this many seconds before it expires.
+    :param download_chunk_size: bytes per ranged GET when downloading.
+    """
+
+    concurrency: int = 8
+    part_size: int | None = None
+    max_attempts: int = 6
+    backoff_initial: float = 0.5
+    backoff_max: float = 20.0
+    connect_timeout: float = 10.0
+    read_timeout: float = 120.0
+    progress_threshold: int = 256 * 1024
+    resign_margin: float = 60.0
+    download_chunk_size: int = 16 * MiB
+
+    def __post_init__(self):
+        if self.concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        if self.part_size is not None and self.part_size < 1:
+            raise ValueError("part_size must be positive")
+        if self.max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+
+
+@dataclass
+class UploadResult:
+    """What happened to one file.
+
+    ``status``: ``completed`` (uploaded now), ``skipped`` (already there and
+    verified) or ``failed`` (``error`` says why; resumable unless it is an
+    integrity mismatch).
+    """
+
+    path: str
+    key: str
+    status: str
+    size: int
+    checksum: str | None = None
+    url: str | None = None
+    """The file's API URL (``links.self``)."""
+    content_url: str | None = None
+    """Where to download it (``links.content``: a 302 to S3)."""
+    parts: int = 0
+    parts_sent: int = 0
+    """Parts PUT to S3 by this run."""
+    parts_reused: int = 0
+    """Parts S3 already held from an earlier, interrupted run (not sent again)."""
+    resumed: bool = False
+    seconds: float = 0.0
+    error: str | None = None
+    exit_code: int = 0
+
+    def to_json(self) -> dict:
+        """A JSON-ready dict (one line of ``--json`` output)."""
+        return asdict(self)
+
+
+@dataclass
+class DownloadResult:
+    """A finished download."""
+
+    url: str
+    path: str
+    size: int
+    ranges: int
+    ranges_fetched: int
+    """Ranged GETs made by this run (the others were already on disk from an interrupted run)."""
+    resumed: bool = False
+    seconds: float = 0.0
+    status: str = "completed"
+    error: str | None = None
+    exit_code: int = 0
+
+    def to_json(self) -> dict:
+        """A JSON-ready dict."""
+        return asdict(self)
+
+
+@dataclass
+class SignedPart:
+    """A presigned UploadPart URL and the headers the PUT must send."""
+
+    number: int
+    url: str
+    headers: dict[str, str] = field(default_factory=dict)
+    signed_at: float = 0.0
+    expires_in: float = 0.0

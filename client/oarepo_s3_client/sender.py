@@ -1,0 +1,176 @@
+"""Sending parts: read, hash, sign with Content-MD5, PUT straight to S3, retry what a retry can cure."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Callable
+from concurrent.futures import FIRST_EXCEPTION, Executor, Future, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+from .api import Api
+from .errors import Interrupted, TransferError, UploadGone
+from .models import SignedPart, TransferConfig
+from .parts import PartRange, etag_is_md5, md5_base64, normalize_etag
+from .progress import AggregatedProgress
+from .retry import Retryable, parse_retry_after, retrying
+from .s3http import FileReader, PartBody, s3_error_code
+from .state import Journal
+
+RETRYABLE_S3_CODES = frozenset(("BadDigest", "InvalidDigest", "RequestTimeout", "IncompleteBody", "SlowDown"))
+"""S3 refusals that sending the part again cures (BadDigest: the bytes were damaged on the way)."""
+
+
+@dataclass
+class FileUpload:
+    """One file's upload in progress, shared by the workers sending its parts."""
+
+    path: Path
+    key: str
+    size: int
+    mtime_ns: int
+    chunk_size: int
+    links: dict
+    journal: Journal
+    reader: FileReader
+    ranges: list[PartRange] = field(default_factory=list)
+    done: dict[int, tuple[str, bytes]] = field(default_factory=dict)
+    """part number -> (ETag, binary MD5) of the parts S3 holds and we checked."""
+    held: dict[int, str] = field(default_factory=dict)
+    """part number -> ETag of parts S3 held on resume that the journal cannot vouch for: hash and compare."""
+    sent: int = 0
+    reused: int = 0
+    resumed: bool = False
+    stop: threading.Event = field(default_factory=threading.Event)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class PartSender:
+    """Runs part tasks on a bounded pool; one reusable buffer per worker thread (memory ``workers x part``)."""
+
+    def __init__(self, api: Api, s3: requests.Session, executor: Executor, config: TransferConfig,
+                 progress: AggregatedProgress, clock: Callable[[], float], sleep: Callable[[float], None],
+                 cancelled: threading.Event):
+        self.api = api
+        self.s3 = s3
+        self.executor = executor
+        self.config = config
+        self.progress = progress
+        self._clock = clock
+        self._sleep = sleep
+        self._cancelled = cancelled
+        self._local = threading.local()
+
+    def run(self, upload: FileUpload, parts: list[PartRange]) -> None:
+        """Send (or, for parts in ``upload.held``, first check) ``parts``; the first failure stops the others."""
+        futures: list[Future] = [self.executor.submit(self._part_task, upload, part) for part in parts]
+        try:
+            pending = set(futures)
+            while pending:
+                finished, pending = wait(pending, return_when=FIRST_EXCEPTION)
+                for future in finished:
+                    error = future.exception()
+                    if error is not None:
+                        raise error
+        except BaseException:
+            upload.stop.set()
+            for future in futures:
+                future.cancel()
+            wait(futures)
+            raise
+
+    def _stopped(self, upload: FileUpload) -> bool:
+        return upload.stop.is_set() or self._cancelled.is_set()
+
+    def _part_task(self, upload: FileUpload, part: PartRange) -> None:
+        if self._stopped(upload):
+            raise Interrupted("stopped")
+        view = self._buffer(part.length)
+        upload.reader.read_into(view, part.offset)
+        digest = hashlib.md5(view, usedforsecurity=False).digest()
+        if upload.held.get(part.number) == digest.hex():  # S3 already holds exactly these bytes
+            self._record(upload, part.number, digest.hex(), digest, reused=True)
+            self.progress.add(upload.key, part.length)
+            self.progress.flush(upload.key)
+            return
+        self.send(upload, part, view, digest)
+
+    def _buffer(self, size: int) -> memoryview:
+        buffer = getattr(self._local, "buffer", None)
+        if buffer is None or len(buffer) < size:
+            buffer = self._local.buffer = bytearray(size)
+        return memoryview(buffer)[:size]
+
+    def send(self, upload: FileUpload, part: PartRange, view: memoryview, digest: bytes) -> None:
+        """PUT one part with its Content-MD5 signed into the URL.
+
+        Retried with backoff: connection errors, 5xx, 408/429, BadDigest and
+        an ETag that is not our MD5 (damaged bytes), 403 (re-signed first:
+        the URL may have expired). NoSuchUpload raises :class:`UploadGone`;
+        other 4xx raise :class:`TransferError` at once.
+        """
+        md5 = md5_base64(digest)
+        signed: SignedPart | None = None
+        try:
+            for attempt in retrying(self.config, self._sleep):
+                with attempt:
+                    if self._stopped(upload):
+                        raise Interrupted("stopped")
+                    if signed is None or self._expired(signed):
+                        signed = self.api.sign(upload.links["sign"], {part.number: md5}, now=self._clock())[part.number]
+                    self._put(upload, part, view, digest, signed)
+                    return
+        except Retryable as e:
+            raise TransferError(f"{upload.key!r}: {e} (after {self.config.max_attempts} tries)") from e
+
+    def _put(self, upload: FileUpload, part: PartRange, view: memoryview, digest: bytes, signed: SignedPart) -> None:
+        body = PartBody(view, lambda n: self.progress.add(upload.key, n), lambda: self._stopped(upload))
+        try:
+            response = self.s3.put(signed.url, data=body, headers=signed.headers,
+                                   timeout=(self.config.connect_timeout, self.config.read_timeout))
+        except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as e:
+            self.progress.add(upload.key, -body.sent)
+            raise Retryable(f"part {part.number}: {type(e).__name__}: {e}") from e
+        except BaseException:
+            self.progress.add(upload.key, -body.sent)
+            raise
+        if response.status_code == 200:
+            etag = normalize_etag(response.headers.get("ETag"))
+            if etag_is_md5(etag) and etag != digest.hex():
+                self.progress.add(upload.key, -body.sent)
+                raise Retryable(f"part {part.number}: S3 stored other bytes (ETag {etag}, sent {digest.hex()})")
+            self._record(upload, part.number, etag, digest, reused=False)
+            self.progress.flush(upload.key)
+            return
+        self.progress.add(upload.key, -body.sent)
+        status, code = response.status_code, s3_error_code(response)
+        if status == 403:
+            signed.expires_in = -1.0  # sign again before the next try (expired, or refused)
+            raise Retryable(f"part {part.number}: 403 {code} from S3", resign=True)
+        if status == 404 and code == "NoSuchUpload":
+            raise UploadGone(f"{upload.key!r}: the upload was aborted or expired on the server")
+        if status >= 500 or status in (408, 429) or code in RETRYABLE_S3_CODES:
+            raise Retryable(f"part {part.number}: {status} {code} from S3",
+                            retry_after=parse_retry_after(response.headers.get("Retry-After")))
+        raise TransferError(f"{upload.key!r}: part {part.number}: S3 answered {status} {code}")
+
+    def _expired(self, signed: SignedPart) -> bool:
+        """True when the URL must be signed again: refused, or about to expire (``resign_margin``)."""
+        if signed.expires_in < 0:
+            return True
+        if not signed.expires_in:
+            return False
+        margin = min(self.config.resign_margin, signed.expires_in / 2)
+        return self._clock() - signed.signed_at >= signed.expires_in - margin
+
+    def _record(self, upload: FileUpload, number: int, etag: str, digest: bytes, *, reused: bool) -> None:
+        with upload.lock:
+            upload.done[number] = (etag, digest)
+            if reused:
+                upload.reused += 1
+            else:
+                upload.sent += 1
+        upload.journal.append({"n": number, "etag": etag, "md5": md5_base64(digest)})

@@ -1,0 +1,172 @@
+"""The client's pure parts, without a server: sizes, checksums, journals, progress, retries, packaging."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+import requests
+
+from oarepo_s3_client import ApiError, Interrupted, TransferConfig, UsageError, expand_paths
+from oarepo_s3_client.api import Api
+from oarepo_s3_client.cli import parse_size
+from oarepo_s3_client.errors import combine_exit_codes
+from oarepo_s3_client.parts import PartRange, file_part_md5s, normalize_etag, part_ranges, s3etag
+from oarepo_s3_client.progress import AggregatedProgress
+from oarepo_s3_client.s3http import PartBody
+from oarepo_s3_client.state import Journal
+from oarepo_s3_client.verify import chunk_size_candidates
+
+MiB = 1024 * 1024
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_part_ranges():
+    assert part_ranges(10, 4) == [PartRange(1, 0, 4), PartRange(2, 4, 4), PartRange(3, 8, 2)]
+    assert part_ranges(8, 4) == [PartRange(1, 0, 4), PartRange(2, 4, 4)]
+    assert part_ranges(1, 5 * MiB) == [PartRange(1, 0, 1)]
+    with pytest.raises(ValueError):
+        part_ranges(0, 4)
+
+
+def test_s3etag_is_md5_of_part_md5s(tmp_path):
+    data = bytes(range(256)) * 40
+    path = tmp_path / "f"
+    path.write_bytes(data)
+    digests = file_part_md5s(path, 4096)
+    assert digests == [hashlib.md5(data[i : i + 4096]).digest() for i in range(0, len(data), 4096)]
+    expected = hashlib.md5(b"".join(digests)).hexdigest()
+    assert s3etag(digests) == f"s3etag:{expected}-3"
+    assert normalize_etag('W/"ABCdef"') == "abcdef"
+
+
+def test_chunk_size_candidates():
+    assert chunk_size_candidates(100 * MiB, 7) == [16 * MiB, 15 * MiB]
+    assert chunk_size_candidates(100 * MiB, 20, preferred=5 * MiB) == [5 * MiB]
+    assert chunk_size_candidates(123, 1) == [123]
+
+
+def test_parse_size():
+    assert parse_size("5MiB") == 5 * MiB and parse_size("16M") == 16_000_000 and parse_size("42") == 42
+    with pytest.raises(argparse.ArgumentTypeError):
+        parse_size("lots")
+
+
+def test_exit_code_precedence():
+    assert combine_exit_codes([0, 1, 4]) == 4
+    assert combine_exit_codes([1, 3]) == 3
+    assert combine_exit_codes([0, 130, 3]) == 130
+    assert combine_exit_codes([]) == 0
+
+
+def test_journal_ignores_a_line_torn_by_kill(tmp_path):
+    path = tmp_path / "j.jsonl"
+    journal = Journal.create(path, {"upload_id": "u"})
+    journal.append({"n": 1, "etag": "a"})
+    journal.append({"n": 2, "etag": "b"})
+    with open(path, "ab") as fp:
+        fp.write(b'{"n": 3, "et')  # kill -9 in the middle of a write
+    loaded = Journal.load(path)
+    assert loaded.header == {"upload_id": "u"} and [e["n"] for e in loaded.entries] == [1, 2]
+    path.write_text('{"version": 999}\n')
+    assert Journal.load(path) is None
+
+
+def test_progress_is_aggregated_to_the_threshold():
+    calls = []
+
+    class Sub:
+        def on_progress(self, bytes_transferred, **kwargs):
+            calls.append((bytes_transferred, kwargs["initial"]))
+
+    progress = AggregatedProgress([Sub()], threshold=1000)
+    progress.start("k", 10_000, done=500)
+    for _ in range(25):
+        progress.add("k", 100)
+    progress.add("k", -800)  # a failed part takes its bytes back at once (netted with the batch)
+    progress.flush("k")
+    assert calls == [(500, True), (1000, False), (1000, False), (-300, False)]
+
+
+def test_part_body_sends_slices_and_stops_when_asked():
+    view = memoryview(bytearray(2 * MiB + 5))
+    seen = []
+    body = PartBody(view, seen.append, lambda: False)
+    assert len(body) == 2 * MiB + 5 and [len(p) for p in body] == [MiB, MiB, 5] and seen == [MiB, MiB, 5]
+    stopping = PartBody(view, lambda n: None, lambda: True)
+    with pytest.raises(Interrupted):
+        list(stopping)
+
+
+def test_expand_paths_keys_are_relative_with_slashes(tmp_path):
+    (tmp_path / "d" / "sub").mkdir(parents=True)
+    (tmp_path / "d" / "x.txt").write_text("x")
+    (tmp_path / "d" / "sub" / "y.txt").write_text("y")
+    (tmp_path / "z.txt").write_text("z")
+    keys = [k for _, k in expand_paths([tmp_path / "d", tmp_path / "z.txt"])]
+    assert keys == ["x.txt", "sub/y.txt", "z.txt"]
+    (tmp_path / "e").mkdir()
+    (tmp_path / "e" / "z.txt").write_text("again")
+    with pytest.raises(UsageError, match="both be uploaded"):
+        expand_paths([tmp_path / "z.txt", tmp_path / "e"])
+    with pytest.raises(UsageError):
+        expand_paths([tmp_path / "nothing"])
+
+
+class FakeSession:
+    """Answers from a script of (status, headers, json) and records the calls."""
+
+    def __init__(self, *answers):
+        self.answers = list(answers)
+        self.calls = []
+
+    def request(self, method, url, **kwargs):
+        self.calls.append((method, url))
+        status, headers, body = self.answers.pop(0)
+        response = requests.Response()
+        response.status_code, response.url = status, url
+        response.headers.update(headers)
+        response._content = __import__("json").dumps(body).encode()
+        return response
+
+    def close(self):
+        pass
+
+
+def test_api_retries_503_honouring_retry_after_then_reports_json_errors():
+    sleeps = []
+    session = FakeSession((503, {"Retry-After": "7"}, {"status": 503, "message": "S3 down"}),
+                          (200, {}, {"id": "x"}),
+                          (400, {}, {"status": 400, "message": "bad", "errors": [{"field": "size", "message": "no"}]}))
+    api = Api("t", config=TransferConfig(backoff_initial=0.01, backoff_max=30), session=session, sleep=sleeps.append)
+    assert api.get_json("http://api/x") == {"id": "x"}
+    assert len(sleeps) == 1 and sleeps[0] >= 7
+    with pytest.raises(ApiError, match="400 bad .size: no.") as info:
+        api.get_json("http://api/y")
+    assert info.value.errors == [{"field": "size", "message": "no"}]
+
+
+def test_api_gives_up_after_max_attempts():
+    session = FakeSession(*[(503, {}, {"status": 503, "message": "S3 down"})] * 3)
+    api = Api("t", config=TransferConfig(max_attempts=3, backoff_initial=0.01), session=session, sleep=lambda s: None)
+    with pytest.raises(ApiError, match="503 S3 down"):
+        api.get_json("http://api/x")
+    assert len(session.calls) == 3
+
+
+def test_client_distribution_depends_on_small_libraries_only():
+    project = tomllib.loads((ROOT / "client" / "pyproject.toml").read_text())["project"]
+    assert sorted(d.split(">")[0] for d in project["dependencies"]) == ["requests", "rich", "tenacity"]
+    assert project["scripts"] == {"oarepo-s3": "oarepo_s3_client.cli:main"}
+    code = ("import sys, oarepo_s3_client, oarepo_s3_client.cli, oarepo_s3_client.download; "
+            "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('oarepo_s3', 'invenio_base', 'invenio_files_rest', 'flask', 'boto3', 'botocore', 'sqlalchemy')); "
+            "print(bad); sys.exit(1 if bad else 0)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/",
+                          env={"PYTHONPATH": str(ROOT / "client"), "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stdout + done.stderr
