@@ -2,6 +2,14 @@
 # Install everything the tests need and run the whole suite.
 #   ./run-tests.sh                 all tests
 #   ./run-tests.sh -k presign -x   extra arguments go to pytest
+#
+# Every test that touches S3 or the database runs once per lane (ids like [ceph-postgresql]):
+#   OAREPO_S3_TEST_BACKENDS=moto,ceph          S3: embedded moto, and a real Ceph RADOS Gateway
+#   OAREPO_S3_TEST_DATABASES=sqlite,postgresql
+# e.g. OAREPO_S3_TEST_BACKENDS=moto OAREPO_S3_TEST_DATABASES=sqlite ./run-tests.sh for a quick run.
+# The session starts PostgreSQL (scripts/postgres.sh) and Ceph RGW (scripts/ceph-rgw.sh) itself;
+# run as root on Debian/Ubuntu, they install their packages with apt when missing. A lane whose
+# server cannot start fails the run: nothing is skipped.
 set -euo pipefail
 cd "$(dirname "$0")"
 source scripts/bootstrap.sh

@@ -73,3 +73,28 @@ OAREPO_S3_RECORDS_URL_PREFIX = "/records"
 
 OAREPO_S3_TRUSTED_ORIGINS = []
 """Origins besides the app's own from which cookie-authenticated browsers may call the API."""
+
+OAREPO_S3_CLEANUP_LIMIT = 10_000
+"""Most expired uploads one cleanup run expires; the rest wait for the next run."""
+
+OAREPO_S3_CLEANUP_MAX_RETRIES = 5
+"""Times the cleanup task re-runs itself (Celery retry) when S3 failed some uploads."""
+
+OAREPO_S3_CLEANUP_RETRY_BACKOFF = 60
+"""Seconds before the cleanup task's first retry; doubled for each further retry."""
+
+OAREPO_S3_ORPHAN_SWEEP = True
+"""Let the cleanup also abort orphaned S3 multipart uploads (ones the database does not know).
+
+Only uploads in the buckets of ``s3://`` files locations whose key has the
+exact shape files-rest gives file instances (``ab/cd/<rest-of-uuid>/data``)
+are considered. MinIO and Ceph ignore AbortIncompleteMultipartUpload
+lifecycle rules: there, this sweep is what frees the space.
+"""
+
+OAREPO_S3_ORPHAN_GRACE = timedelta(hours=24)
+"""Age (a ``timedelta``, or seconds) an unknown multipart upload must reach before the sweep aborts it.
+
+Covers the moment between S3 CreateMultipartUpload and the commit of the
+session row, and clock differences between S3 and the workers.
+"""

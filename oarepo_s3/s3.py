@@ -71,7 +71,8 @@ def build_boto3_client(config) -> Any:
         s3={"addressing_style": config["OAREPO_S3_ADDRESSING_STYLE"]},
         connect_timeout=config["OAREPO_S3_CONNECT_TIMEOUT"],
         read_timeout=config["OAREPO_S3_READ_TIMEOUT"],
-        retries={"max_attempts": config["OAREPO_S3_MAX_ATTEMPTS"], "mode": "standard"},
+        # botocore's "max_attempts" counts retries; "total_max_attempts" counts attempts, as our setting does.
+        retries={"total_max_attempts": config["OAREPO_S3_MAX_ATTEMPTS"], "mode": "standard"},
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
     )

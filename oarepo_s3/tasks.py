@@ -8,48 +8,53 @@ Schedule the cleanup with Celery beat::
             "schedule": timedelta(minutes=60),
         },
     }
+
+Any number of workers may run it at once (see :mod:`oarepo_s3.cleanup`).
 """
 
 from __future__ import annotations
 
 from celery import shared_task
 from celery.utils.log import get_task_logger
-from invenio_db import db
+from flask import current_app
 
-from .api import MultipartUploadStatus
-from .errors import OARepoS3Error
-from .models import MultipartUploadSession, utcnow
-from .service import expire_upload
+from .cleanup import run_cleanup
 
 log = get_task_logger(__name__)
 
 
-@shared_task(ignore_result=True)
-def cleanup_expired_multipart_uploads(limit: int = 1000) -> int:
-    """Abort in S3 and remove from their buckets up to ``limit`` expired, unfinished uploads.
+@shared_task(bind=True, ignore_result=True, name="oarepo_s3.tasks.cleanup_expired_multipart_uploads")
+def cleanup_expired_multipart_uploads(self, limit: int | None = None) -> int:
+    """Expire timed-out uploads (abort in S3, remove the pending files), then sweep orphans.
 
-    Only sessions still ``in_progress`` whose expiry has passed are touched:
-    a completed file is never removed. An upload S3 fails to abort stays
-    in progress and is tried again on the next run.
+    Only sessions still ``in_progress`` whose expiry has passed are expired;
+    a completed file is never touched. The orphan sweep runs when
+    ``OAREPO_S3_ORPHAN_SWEEP`` is on. Each session is committed on its own,
+    so the work done stays done whatever happens later in the run.
 
+    When S3 failed for some uploads (they stay in progress, nothing is
+    marked gone), the task retries itself after ``OAREPO_S3_CLEANUP_RETRY_BACKOFF``
+    seconds, doubled each time, at most ``OAREPO_S3_CLEANUP_MAX_RETRIES`` times;
+    then the next scheduled run takes them up.
+
+    :param limit: most sessions to expire in this run (default ``OAREPO_S3_CLEANUP_LIMIT``).
     :returns: how many uploads were expired.
     """
-    ids = [
-        row_id
-        for (row_id,) in db.session.query(MultipartUploadSession.id)
-        .filter(
-            MultipartUploadSession.status == MultipartUploadStatus.IN_PROGRESS,
-            MultipartUploadSession.expires < utcnow(),
-        )
-        .order_by(MultipartUploadSession.expires)
-        .limit(limit)
-    ]
-    expired = 0
-    for row_id in ids:
-        try:
-            expire_upload(row_id)
-            expired += 1
-        except OARepoS3Error as e:
-            db.session.rollback()
-            log.warning("could not expire multipart upload %s: %s", row_id, e)
-    return expired
+    report = run_cleanup(limit=limit)
+    log.info(
+        "cleanup: %d uploads expired, %d orphaned uploads aborted, %d failures%s",
+        report.expired,
+        report.orphans,
+        report.failures,
+        " (stopped: S3 unreachable)" if report.stopped else "",
+    )
+    if report.failures and not self.request.called_directly:
+        config = current_app.config
+        retries, max_retries = self.request.retries, config["OAREPO_S3_CLEANUP_MAX_RETRIES"]
+        if retries < max_retries:
+            countdown = config["OAREPO_S3_CLEANUP_RETRY_BACKOFF"] * 2**retries
+            log.info("cleanup: retrying in %s s (retry %d of %d)", countdown, retries + 1, max_retries)
+            raise self.retry(countdown=countdown, max_retries=max_retries)
+        log.warning("cleanup: %d failures left after %d retries; the next scheduled run tries again",
+                    report.failures, retries)
+    return report.expired

@@ -1,0 +1,385 @@
+"""Cleanup of unfinished uploads: expiry of timed-out sessions, and the orphan sweep.
+
+**Expiry** (:func:`expire_uploads`). Sessions still ``in_progress`` whose
+``expires`` has passed are expired one at a time, oldest first, each in its
+own short transaction:
+
+1. claim the next one: ``SELECT ... WHERE status = 'in_progress' AND
+   expires < :now ORDER BY expires, id LIMIT 1 FOR UPDATE SKIP LOCKED``.
+   On PostgreSQL the row lock makes the claim exclusive: a second worker
+   skips the row and takes the next one, so no session is handled twice.
+   SQLite has no row locks (it ignores ``FOR UPDATE``) but serialises
+   writers: the claim starts with a write that changes nothing, which takes
+   SQLite's database write lock before the status is read, so the status
+   cannot go stale before the commit (another worker waits, then no longer
+   sees the row as in progress);
+2. :func:`oarepo_s3.service.expire_upload` re-reads the row under that lock,
+   refuses anything not in progress (a completed file is never touched),
+   aborts the S3 upload (``NoSuchUpload``: already gone, fine; any other S3
+   error leaves the session in progress and the transaction is rolled
+   back), removes the pending ObjectVersion and FileInstance (the bucket's
+   size gives the reservation back), marks the session ``expired`` and
+   commits;
+3. :data:`oarepo_s3.signals.upload_expired` is sent after that commit.
+
+One row per transaction holds a lock only for one S3 call. A keyset cursor
+``(expires, id)`` moves past every row the run has seen, so a session S3
+refused is not retried in a loop and the run's memory stays flat however
+long the backlog is. A crash at any point leaves either the old state
+(the next run does it again; S3 answers ``NoSuchUpload`` if the abort had
+already happened) or the finished one.
+
+**Orphan sweep** (:func:`sweep_orphans`). S3 multipart uploads in the
+buckets of ``s3://`` files locations that the database does not know
+(CreateMultipartUpload succeeded, the session row was never committed) are
+aborted once they are older than ``OAREPO_S3_ORPHAN_GRACE``. An upload with
+a session row, whatever its status, is never the sweep's business: the
+expiry handles those in progress, and one that another worker is expiring
+right now may still be listed by S3 for a moment.
+Only keys with the exact shape files-rest gives file instances
+(``<location path>/ab/cd/<rest-of-uuid>/data``) are considered, so other
+uploads in a shared bucket are never touched.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from itertools import islice
+
+import sqlalchemy as sa
+from flask import current_app
+from invenio_db import db
+from invenio_files_rest.models import Location
+from sqlalchemy.exc import SQLAlchemyError
+
+from .api import MultipartUploadStatus
+from .errors import OARepoS3Error, S3Error, S3Unavailable
+from .models import MultipartUploadSession, utcnow
+from .proxies import current_oarepo_s3
+from .s3 import PendingUpload
+from .service import expire_upload
+from .signals import upload_expired
+
+log = logging.getLogger(__name__)
+
+_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+
+@dataclass(frozen=True, slots=True)
+class ExpiredUpload:
+    """An upload session the cleanup expired (or, in a dry run, would expire)."""
+
+    id: uuid.UUID
+    key: str
+    """File name in the Invenio bucket."""
+    bucket_id: uuid.UUID | None
+    owner_id: int | None
+    size: int
+    """Declared size, given back to the bucket's quota."""
+    expires: datetime
+    s3_bucket: str
+    s3_key: str
+    upload_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class OrphanUpload:
+    """An S3 multipart upload the sweep aborted (or, in a dry run, would abort)."""
+
+    s3_bucket: str
+    s3_key: str
+    upload_id: str
+    initiated: datetime
+    aborted: bool
+    """False in a dry run, or when S3 no longer held the upload (NoSuchUpload)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CleanupFailure:
+    """Something the cleanup left as it was because S3 (or the database) failed."""
+
+    what: str
+    error: str
+    unavailable: bool
+    """S3 could not be reached: the run stops, as every further call would fail the same way."""
+
+
+CleanupItem = ExpiredUpload | OrphanUpload | CleanupFailure
+
+
+@dataclass
+class CleanupReport:
+    """What one cleanup run did (counts only: memory stays flat)."""
+
+    expired: int = 0
+    orphans: int = 0
+    failures: int = 0
+    stopped: bool = False
+    """The run stopped early because S3 could not be reached."""
+
+    def add(self, item: CleanupItem) -> None:
+        """Count one item."""
+        if isinstance(item, ExpiredUpload):
+            self.expired += 1
+        elif isinstance(item, OrphanUpload):
+            self.orphans += 1
+        else:
+            self.failures += 1
+            self.stopped = self.stopped or item.unavailable
+
+
+def as_timedelta(value: timedelta | int | float) -> timedelta:
+    """A config duration: a ``timedelta``, or seconds (as environment variables give them)."""
+    return value if isinstance(value, timedelta) else timedelta(seconds=value)
+
+
+def run_cleanup(
+    *,
+    limit: int | None = None,
+    dry_run: bool = False,
+    sweep: bool | None = None,
+    on_item: Callable[[CleanupItem], None] | None = None,
+) -> CleanupReport:
+    """Expire timed-out uploads, then sweep orphans (when ``OAREPO_S3_ORPHAN_SWEEP`` is on).
+
+    :param limit: most sessions to expire (default ``OAREPO_S3_CLEANUP_LIMIT``).
+    :param dry_run: change nothing, report what would be done.
+    :param sweep: run the orphan sweep; None: as ``OAREPO_S3_ORPHAN_SWEEP`` says.
+    :param on_item: called with each :data:`CleanupItem` as it happens.
+    :returns: the counts.
+    """
+    report = CleanupReport()
+    if sweep is None:
+        sweep = current_app.config["OAREPO_S3_ORPHAN_SWEEP"]
+    stages: list[Iterable[CleanupItem]] = [expire_uploads(limit, dry_run=dry_run)]
+    if sweep:
+        stages.append(sweep_orphans(dry_run=dry_run))
+    for stage in stages:
+        for item in stage:
+            report.add(item)
+            if on_item is not None:
+                on_item(item)
+        if report.stopped:
+            break
+    return report
+
+
+# --- expiry ------------------------------------------------------------------
+
+
+def expire_uploads(
+    limit: int | None = None, *, dry_run: bool = False, now: datetime | None = None
+) -> Iterator[ExpiredUpload | CleanupFailure]:
+    """Expire in-progress sessions whose time is up, oldest first; yield what happened.
+
+    Each session is claimed, expired and committed in its own transaction
+    (see the module's description); run it from any number of workers at
+    once. Whatever the caller's session holds is committed first.
+
+    :param limit: most sessions to claim (default ``OAREPO_S3_CLEANUP_LIMIT``).
+    :param dry_run: lock and change nothing; yield the sessions that would be expired.
+    :param now: expire sessions whose ``expires`` is before this (default: the start of the run).
+    """
+    if limit is None:
+        limit = current_app.config["OAREPO_S3_CLEANUP_LIMIT"]
+    now = now or utcnow()
+    after: tuple[datetime, uuid.UUID] | None = None
+    db.session.commit()
+    for _ in range(limit):
+        try:
+            row = _next_expired(now, after, lock=not dry_run)
+        except SQLAlchemyError as e:
+            db.session.rollback()
+            yield CleanupFailure("claiming the next expired upload", str(e), unavailable=False)
+            return
+        if row is None:
+            db.session.rollback()
+            return
+        after = (row.expires, row.id)
+        info = _describe(row)
+        if dry_run:
+            db.session.rollback()
+            yield info
+            continue
+        try:
+            expire_upload(row)
+        except S3Error as e:
+            db.session.rollback()
+            log.warning("could not expire upload %s (S3 keeps it; tried again next run): %s", row.id, e)
+            yield CleanupFailure(f"session {info.id}", str(e), unavailable=isinstance(e, S3Unavailable))
+            if isinstance(e, S3Unavailable):
+                return
+            continue
+        except (OARepoS3Error, SQLAlchemyError) as e:
+            db.session.rollback()
+            log.warning("could not expire upload %s: %s", info.id, e)
+            yield CleanupFailure(f"session {info.id}", str(e), unavailable=False)
+            continue
+        log.info("expired upload %s (%s in bucket %s)", info.id, info.key, info.bucket_id)
+        _notify(info)
+        yield info
+
+
+def _next_expired(now: datetime, after: tuple[datetime, uuid.UUID] | None, lock: bool):
+    """The oldest expired in-progress session past the cursor, claimed for this transaction."""
+    m = MultipartUploadSession
+    if lock and db.session.get_bind().dialect.name == "sqlite":
+        # No row locks in SQLite: a write that changes nothing takes its database
+        # write lock now, so what we read below stays true until our commit.
+        db.session.execute(
+            sa.update(m).where(sa.false()).values(status=m.status).execution_options(synchronize_session=False)
+        )
+    query = sa.select(m).where(m.status == MultipartUploadStatus.IN_PROGRESS, m.expires < now)
+    if after is not None:
+        expires, row_id = after
+        # ">= expires" lets the (status, expires) index bound the scan.
+        query = query.where(m.expires >= expires, sa.or_(m.expires > expires, m.id > row_id))
+    query = query.order_by(m.expires, m.id).limit(1)
+    if lock:
+        query = query.with_for_update(skip_locked=True)
+    return db.session.execute(query).scalars().first()
+
+
+def _describe(row: MultipartUploadSession) -> ExpiredUpload:
+    return ExpiredUpload(
+        id=row.id,
+        key=row.key,
+        bucket_id=row.bucket_id,
+        owner_id=row.owner_id,
+        size=row.size,
+        expires=row.expires,
+        s3_bucket=row.s3_bucket,
+        s3_key=row.s3_key,
+        upload_id=row.upload_id,
+    )
+
+
+def _notify(info: ExpiredUpload) -> None:
+    """Send :data:`upload_expired`; commit what receivers changed, never fail the cleanup."""
+    try:
+        upload_expired.send(current_app._get_current_object(), upload=info)
+        db.session.commit()
+    except Exception:
+        db.session.rollback()
+        log.exception("an upload_expired receiver failed for upload %s", info.id)
+
+
+# --- orphan sweep ------------------------------------------------------------
+
+
+def file_key_matcher(prefix: str, dimensions: int, split_length: int) -> Callable[[str], bool]:
+    """A test for keys files-rest gives file instances under ``prefix``.
+
+    ``invenio_files_rest.helpers.make_path`` splits ``str(fileinstance.id)``
+    into ``dimensions`` segments of ``split_length`` characters, the rest,
+    and ``data``: ``ab/cd/ef012345-.../data`` with the defaults (2, 2).
+
+    :param prefix: the location's path inside the bucket, ``""`` or ending in ``/``.
+    """
+
+    def matches(key: str) -> bool:
+        if not key.startswith(prefix):
+            return False
+        parts = key[len(prefix):].split("/")
+        return (
+            len(parts) == dimensions + 2
+            and parts[-1] == "data"
+            and all(len(p) == split_length for p in parts[:dimensions])
+            and _UUID.match("".join(parts[:-1])) is not None
+        )
+
+    return matches
+
+
+def s3_locations() -> list[tuple[str, str]]:
+    """``(bucket, key prefix)`` of every ``s3://`` files location, without repeats."""
+    targets = set()
+    for (uri,) in db.session.query(Location.uri).filter(Location.uri.like("s3://%")):
+        bucket, _, path = uri[len("s3://"):].partition("/")
+        path = path.strip("/")
+        if bucket:
+            targets.add((bucket, f"{path}/" if path else ""))
+    db.session.commit()
+    return sorted(targets)
+
+
+def sweep_orphans(
+    *, grace: timedelta | int | float | None = None, dry_run: bool = False, now: datetime | None = None,
+    lookup_batch: int = 1000,
+) -> Iterator[OrphanUpload | CleanupFailure]:
+    """Abort S3 multipart uploads of ours that the database does not know; yield them.
+
+    Lists the uploads of every ``s3://`` location (all pages) and looks their
+    ids up in the database ``lookup_batch`` at a time. An upload is aborted
+    when its key has files-rest's shape, it was initiated before
+    ``now - grace``, and no session row has its upload id.
+
+    :param grace: minimum age (default ``OAREPO_S3_ORPHAN_GRACE``).
+    :param dry_run: abort nothing; yield what would be aborted.
+    """
+    config = current_app.config
+    cutoff = (now or utcnow()) - as_timedelta(config["OAREPO_S3_ORPHAN_GRACE"] if grace is None else grace)
+    dimensions = config["FILES_REST_STORAGE_PATH_DIMENSIONS"]
+    split_length = config["FILES_REST_STORAGE_PATH_SPLIT_LENGTH"]
+    s3 = current_oarepo_s3.s3
+    for bucket, prefix in s3_locations():
+        ours = file_key_matcher(prefix, dimensions, split_length)
+        try:
+            for chunk in _chunks(s3.list_multipart_uploads(bucket, prefix), lookup_batch):
+                candidates = [u for u in chunk if ours(u.key) and u.initiated is not None and u.initiated < cutoff]
+                if not candidates:
+                    continue
+                known = _known_upload_ids(bucket, [u.upload_id for u in candidates])
+                for upload in candidates:
+                    if upload.upload_id in known:
+                        continue
+                    item = _abort_orphan(s3, bucket, upload, dry_run)
+                    yield item
+                    if isinstance(item, CleanupFailure) and item.unavailable:
+                        return
+        except S3Error as e:
+            log.warning("could not list multipart uploads in %s: %s", bucket, e)
+            yield CleanupFailure(f"s3://{bucket}/{prefix}", str(e), unavailable=isinstance(e, S3Unavailable))
+            if isinstance(e, S3Unavailable):
+                return
+
+
+def _abort_orphan(s3, bucket: str, upload: PendingUpload, dry_run: bool) -> OrphanUpload | CleanupFailure:
+    aborted = False
+    if not dry_run:
+        try:
+            aborted = s3.abort_multipart_upload(bucket, upload.key, upload.upload_id)
+        except S3Error as e:
+            log.warning("could not abort orphaned upload %s of s3://%s/%s: %s", upload.upload_id, bucket, upload.key, e)
+            return CleanupFailure(
+                f"s3://{bucket}/{upload.key} (upload {upload.upload_id})", str(e), unavailable=isinstance(e, S3Unavailable)
+            )
+        if aborted:
+            log.info("aborted orphaned upload %s of s3://%s/%s", upload.upload_id, bucket, upload.key)
+    return OrphanUpload(
+        s3_bucket=bucket,
+        s3_key=upload.key,
+        upload_id=upload.upload_id,
+        initiated=upload.initiated,
+        aborted=aborted,
+    )
+
+
+def _known_upload_ids(bucket: str, upload_ids: list[str]) -> set[str]:
+    m = MultipartUploadSession
+    known = set(
+        db.session.execute(sa.select(m.upload_id).where(m.s3_bucket == bucket, m.upload_id.in_(upload_ids))).scalars()
+    )
+    db.session.commit()
+    return known
+
+
+def _chunks(items: Iterable[PendingUpload], size: int) -> Iterator[list[PendingUpload]]:
+    iterator = iter(items)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
