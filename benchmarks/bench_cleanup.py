@@ -61,18 +61,11 @@ import boto3  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
 from botocore.config import Config  # noqa: E402
 from flask import Flask  # noqa: E402
-from flask_babel import Babel  # noqa: E402
-from invenio_db import InvenioDB, db  # noqa: E402
-from invenio_files_rest import InvenioFilesREST  # noqa: E402
+from invenio_db import db  # noqa: E402
 from invenio_files_rest.models import Bucket, FileInstance, Location, ObjectVersion  # noqa: E402
-from invenio_records import InvenioRecords  # noqa: E402
-from invenio_records_files import InvenioRecordsFiles  # noqa: E402
-from invenio_s3 import InvenioS3  # noqa: E402
-from sqlalchemy import event  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from oarepo_s3 import OARepoS3  # noqa: E402
 from oarepo_s3.api import MultipartUploadStatus  # noqa: E402
 from oarepo_s3.cleanup import run_cleanup  # noqa: E402
 from oarepo_s3.models import MultipartUploadSession, utcnow  # noqa: E402
@@ -102,8 +95,9 @@ def start_moto() -> tuple[subprocess.Popen, str]:
 
 
 def make_app(db_uri: str, s3_url: str) -> Flask:
-    app = Flask("bench_cleanup")
-    app.config.update(
+    from demo.app import create_minimal_app
+
+    return create_minimal_app(dict(
         SECRET_KEY="bench",
         SQLALCHEMY_DATABASE_URI=db_uri,
         SQLALCHEMY_TRACK_MODIFICATIONS=False,
@@ -113,28 +107,7 @@ def make_app(db_uri: str, s3_url: str) -> Flask:
         S3_SECRET_ACCESS_KEY="bench",
         S3_REGION_NAME="us-east-1",
         OAREPO_S3_ORPHAN_SWEEP=False,
-    )
-    Babel(app)
-    InvenioDB(app)
-    InvenioRecords(app)
-    InvenioFilesREST(app)
-    InvenioRecordsFiles(app)
-    InvenioS3(app)
-    OARepoS3(app)
-    with app.app_context():
-        if db.engine.dialect.name == "sqlite":
-
-            @event.listens_for(db.engine, "connect")
-            def on_connect(dbapi_connection, connection_record):
-                dbapi_connection.isolation_level = None
-                dbapi_connection.execute("PRAGMA journal_mode=WAL")
-                dbapi_connection.execute("PRAGMA busy_timeout=10000")
-
-            @event.listens_for(db.engine, "begin")
-            def on_begin(conn):
-                conn.exec_driver_sql("BEGIN")
-
-    return app
+    ), "bench_cleanup")
 
 
 def s3_client(s3_url: str):

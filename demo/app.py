@@ -9,6 +9,7 @@ files, invenio-s3 and oarepo-s3.
 from __future__ import annotations
 
 from flask import Flask
+from flask_babel import Babel
 from invenio_access import InvenioAccess
 from invenio_accounts import InvenioAccountsREST
 from invenio_accounts.views.rest import create_rest_blueprint
@@ -75,6 +76,24 @@ def configure_sqlite(engine, *, immediate: bool = False) -> None:
     @event.listens_for(engine, "begin")
     def on_begin(conn):
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def create_minimal_app(config: dict, name: str = "oarepo_s3_minimal") -> Flask:
+    """Files, records with files, invenio-s3 and oarepo-s3 only: what tests, workers and benchmarks need."""
+    app = Flask(name)
+    app.config.update({k: v for k, v in DEFAULTS.items() if not k.startswith(("ACCOUNTS_", "MAIL_", "WTF_"))})
+    app.config.update(config)
+    Babel(app)
+    InvenioDB(app)
+    InvenioRecords(app)
+    InvenioFilesREST(app)
+    InvenioRecordsFiles(app)
+    InvenioS3(app)
+    OARepoS3(app)
+    with app.app_context():
+        if db.engine.dialect.name == "sqlite":
+            configure_sqlite(db.engine)
+    return app
 
 
 def create_app(

@@ -20,7 +20,7 @@ from flask.cli import with_appcontext
 from invenio_db import db
 
 from .api import MultipartUploadStatus
-from .cleanup import CleanupFailure, CleanupItem, ExpiredUpload, OrphanUpload, run_cleanup, s3_locations
+from .cleanup import CleanupItem, ExpiredUpload, OrphanUpload, run_cleanup, s3_locations
 from .errors import S3Error, S3Unavailable
 from .models import MultipartUploadSession, utcnow
 from .proxies import current_oarepo_s3

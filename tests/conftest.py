@@ -51,19 +51,12 @@ os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
 import boto3  # noqa: E402
 import pytest  # noqa: E402
 from botocore.config import Config  # noqa: E402
-from flask import Flask  # noqa: E402
-from flask_babel import Babel  # noqa: E402
-from invenio_db import InvenioDB, db as db_  # noqa: E402
-from invenio_files_rest import InvenioFilesREST  # noqa: E402
+from invenio_db import db as db_  # noqa: E402
 from invenio_files_rest.models import Location  # noqa: E402
 from invenio_files_rest.views import blueprint as files_rest_blueprint  # noqa: E402
-from invenio_records import InvenioRecords  # noqa: E402
-from invenio_records_files import InvenioRecordsFiles  # noqa: E402
-from invenio_s3 import InvenioS3  # noqa: E402
 from moto.server import ThreadedMotoServer  # noqa: E402
 
-from demo.app import configure_sqlite  # noqa: E402
-from oarepo_s3 import OARepoS3  # noqa: E402
+from demo.app import create_minimal_app  # noqa: E402
 
 from .helpers import LiveServer  # noqa: E402
 
@@ -379,19 +372,8 @@ def app_config(s3_server, s3_credentials, database_uri):
 @pytest.fixture(scope="module")
 def app(app_config):
     """A minimal Invenio API app with oarepo-s3 (shared by a module: set-up costs ~0.4 s)."""
-    app = Flask("oarepo_s3_tests")
-    app.config.update(app_config)
-    Babel(app)
-    InvenioDB(app)
-    InvenioRecords(app)
-    InvenioFilesREST(app)
-    InvenioRecordsFiles(app)
-    InvenioS3(app)
-    OARepoS3(app)
+    app = create_minimal_app(app_config, "oarepo_s3_tests")  # on SQLite: SAVEPOINTs and WAL (live server)
     app.register_blueprint(files_rest_blueprint)
-    with app.app_context():
-        if db_.engine.dialect.name == "sqlite":
-            configure_sqlite(db_.engine)  # the demo's: SAVEPOINTs and WAL for the live server
     yield app
 
 

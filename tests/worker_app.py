@@ -23,16 +23,9 @@ from importlib.metadata import entry_points
 import redis
 from celery import signals as celery_signals
 from flask import Flask
-from flask_babel import Babel
 from invenio_celery import InvenioCelery
-from invenio_db import InvenioDB, db
-from invenio_files_rest import InvenioFilesREST
-from invenio_records import InvenioRecords
-from invenio_records_files import InvenioRecordsFiles
-from invenio_s3 import InvenioS3
-from sqlalchemy import event
 
-from oarepo_s3 import OARepoS3
+from demo.app import create_minimal_app
 from oarepo_s3.signals import upload_expired
 
 CONFIG = json.loads(os.environ["OAREPO_S3_TEST_WORKER_CONFIG"])
@@ -46,34 +39,10 @@ def record(kind: str, **data) -> None:
     _events.rpush(EVENTS_KEY, json.dumps({"event": kind, "worker": WORKER, "pid": os.getpid(), **data}))
 
 
-def _sqlite_setup(engine) -> None:
-    """Real SAVEPOINTs, WAL and a busy timeout, as tests/conftest.py sets them."""
-
-    @event.listens_for(engine, "connect")
-    def on_connect(dbapi_connection, connection_record):
-        dbapi_connection.isolation_level = None
-        dbapi_connection.execute("PRAGMA journal_mode=WAL")
-        dbapi_connection.execute("PRAGMA busy_timeout=10000")
-
-    @event.listens_for(engine, "begin")
-    def on_begin(conn):
-        conn.exec_driver_sql("BEGIN")
-
-
 def create_flask_app() -> Flask:
-    app = Flask("oarepo_s3_worker")
-    app.config.update(CONFIG)
-    Babel(app)
-    InvenioDB(app)
-    InvenioRecords(app)
-    InvenioFilesREST(app)
-    InvenioRecordsFiles(app)
-    InvenioS3(app)
-    OARepoS3(app)
+    """The tests' minimal app, plus invenio-celery."""
+    app = create_minimal_app(CONFIG, "oarepo_s3_worker")
     InvenioCelery(app, entry_point_group=None)
-    with app.app_context():
-        if db.engine.dialect.name == "sqlite":
-            _sqlite_setup(db.engine)
     return app
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import requests
 
 from ..helpers import put_parts, random_bytes
 from .conftest import start_upload
