@@ -25,7 +25,7 @@ every moment of the request's wall time (the WSGI call) to exactly one
 category, by exclusive time (a wrapper nested in another is subtracted from
 it):
 
-* ``S3``   - ``oarepo_s3.s3.S3Client._call`` (botocore and the HTTP round trip
+* ``S3``   - ``oarepo_s3.s3.S3Client.call`` (botocore and the HTTP round trip
   to moto, whose server thread shares this process);
 * ``DB``   - the database driver: SQLAlchemy dialect ``do_execute*``,
   ``do_commit``, ``do_rollback`` (statement execution and commit round trips);
@@ -194,7 +194,7 @@ def install_instrumentation(app, att: Attribution) -> None:
         att.counts["s3 calls"] += 1
         att.counts[f"s3 {args[1]}"] += 1
 
-    oarepo_s3.s3.S3Client._call = att.wrap("s3", oarepo_s3.s3.S3Client._call, s3_call)
+    oarepo_s3.s3.S3Client.call = att.wrap("s3", oarepo_s3.s3.S3Client.call, s3_call)
 
     for name in ("_execute_internal", "flush", "commit", "rollback", "close", "get", "refresh", "begin_nested"):
         setattr(Session, name, att.wrap("orm", getattr(Session, name)))

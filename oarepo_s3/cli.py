@@ -307,7 +307,7 @@ def _check_bucket(results: _Checks, dates: list, bucket: str) -> None:
 
 def _s3_call(operation: str, **params: Any) -> dict[str, Any]:
     """An S3 call through :class:`~oarepo_s3.s3.S3Client`, which translates botocore's errors."""
-    return current_oarepo_s3.s3._call(operation, **params)
+    return current_oarepo_s3.s3.call(operation, **params)
 
 
 def _timed_call(dates: list, operation: str, **params: Any) -> dict[str, Any]:

@@ -106,7 +106,11 @@ class S3Client:
         """The bucket as S3 knows it (``tenant:bucket`` on a multi-tenant Ceph RGW)."""
         return f"{self.tenant}:{bucket}" if self.tenant else bucket
 
-    def _call(self, operation: str, **params: Any) -> dict[str, Any]:
+    def call(self, operation: str, **params: Any) -> dict[str, Any]:
+        """Run any S3 operation of the boto3 client, translating its errors into :class:`S3Error`.
+
+        The lifecycle uses the methods below; admin commands (CORS, bucket checks) use this.
+        """
         try:
             return getattr(self.client, operation)(**params)
         except ClientError as e:
@@ -121,7 +125,7 @@ class S3Client:
 
     def create_multipart_upload(self, bucket: str, key: str, content_type: str) -> str:
         """Start an upload and return its UploadId."""
-        return self._call(
+        return self.call(
             "create_multipart_upload", Bucket=self.bucket_name(bucket), Key=key, ContentType=content_type
         )["UploadId"]
 
@@ -132,7 +136,7 @@ class S3Client:
             params["MaxParts"] = self.list_page_size
         parts: list[UploadedPart] = []
         while True:
-            page = self._call("list_parts", **params)
+            page = self.call("list_parts", **params)
             parts.extend(
                 UploadedPart(p["PartNumber"], normalize_etag(p["ETag"]), p["Size"]) for p in page.get("Parts", [])
             )
@@ -145,7 +149,7 @@ class S3Client:
 
         Ceph RGW answers an empty ETag here: callers read it with :meth:`head_object`.
         """
-        response = self._call(
+        response = self.call(
             "complete_multipart_upload",
             Bucket=self.bucket_name(bucket),
             Key=key,
@@ -157,7 +161,7 @@ class S3Client:
     def abort_multipart_upload(self, bucket: str, key: str, upload_id: str) -> bool:
         """Abort the upload; return False when S3 no longer knows it (already gone: fine)."""
         try:
-            self._call("abort_multipart_upload", Bucket=self.bucket_name(bucket), Key=key, UploadId=upload_id)
+            self.call("abort_multipart_upload", Bucket=self.bucket_name(bucket), Key=key, UploadId=upload_id)
         except S3Error as e:
             if e.s3_code == "NoSuchUpload":
                 return False
@@ -167,7 +171,7 @@ class S3Client:
     def head_object(self, bucket: str, key: str) -> ObjectInfo | None:
         """Size and ETag of a stored object, or None when there is none."""
         try:
-            response = self._call("head_object", Bucket=self.bucket_name(bucket), Key=key)
+            response = self.call("head_object", Bucket=self.bucket_name(bucket), Key=key)
         except S3Error as e:
             if e.s3_code in ("404", "NoSuchKey", "NotFound"):
                 return None
@@ -176,7 +180,7 @@ class S3Client:
 
     def delete_object(self, bucket: str, key: str) -> None:
         """Delete an object (no error when it does not exist)."""
-        self._call("delete_object", Bucket=self.bucket_name(bucket), Key=key)
+        self.call("delete_object", Bucket=self.bucket_name(bucket), Key=key)
 
     def list_multipart_uploads(self, bucket: str, prefix: str = "") -> Iterator[PendingUpload]:
         """Yield every in-progress upload under ``prefix``, following all pages."""
@@ -184,7 +188,7 @@ class S3Client:
         if self.list_page_size:
             params["MaxUploads"] = self.list_page_size
         while True:
-            page = self._call("list_multipart_uploads", **params)
+            page = self.call("list_multipart_uploads", **params)
             for u in page.get("Uploads", []):
                 yield PendingUpload(u["Key"], u["UploadId"], u.get("Initiated"))
             if not page.get("IsTruncated"):
