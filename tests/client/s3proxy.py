@@ -127,12 +127,21 @@ class FaultProxy:
         with self.lock:
             self.state.log.clear()
 
-    def wait_idle(self, timeout: float = 30.0) -> None:
-        """Wait until no request is being handled (e.g. after killing a client)."""
+    def wait_idle(self, timeout: float = 30.0, settle: float = 0.5) -> None:
+        """Wait until no request has been handled for ``settle`` seconds (e.g. after killing a client).
+
+        A connection the client dropped mid-body may reach its handler a moment
+        later, so one idle instant is not enough.
+        """
         deadline = time.monotonic() + timeout
+        idle_since = None
         while time.monotonic() < deadline:
             if self.state.active == 0:
-                return
+                idle_since = idle_since or time.monotonic()
+                if time.monotonic() - idle_since >= settle:
+                    return
+            else:
+                idle_since = None
             time.sleep(0.02)
         raise TimeoutError("the proxy is still busy")
 
