@@ -21,6 +21,7 @@ from ..errors import RequestValidationError, UploadNotFound
 from ..models import MultipartUploadSession
 from ..permissions import require_authenticated
 from ..service import ReportedPart
+from .drafts import owned_draft, validate_rest_key
 from .parsing import MAX_PART_NUMBER, CompleteSchema, parse_json
 from .serializers import DRAFTS, parts_json
 
@@ -34,9 +35,7 @@ def uppy_part_size(size: int) -> int:
 
 def _session(pid_value: str, upload_id: str) -> tuple[drafts.DraftRecord, MultipartUploadSession]:
     """The draft's in-progress upload named by ``uploadId`` and ``?key=``, or 404."""
-    from .drafts import _draft
-
-    record = _draft(pid_value)
+    record = owned_draft(pid_value)
     key = request.args.get("key")
     if not key:
         raise RequestValidationError([("key", "the 'key' query parameter is required")])
@@ -48,9 +47,7 @@ def _session(pid_value: str, upload_id: str) -> tuple[drafts.DraftRecord, Multip
 
 def create_upload(pid_value):
     """``POST <base>/s3/multipart {filename, type, metadata: {size}}`` -> ``{key, uploadId}``."""
-    from .drafts import _draft, _validate_rest_key
-
-    record = _draft(pid_value)
+    record = owned_draft(pid_value)
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
         raise RequestValidationError([("body", "must be a JSON object")])
@@ -63,10 +60,9 @@ def create_upload(pid_value):
         raise RequestValidationError(
             [("metadata.size", "the file size is required: set it with uppy.setFileMeta(file.id, {size: file.size})")]
         )
-    key = _validate_rest_key(filename)
+    key = validate_rest_key(filename)
     if content_type is not None and not isinstance(content_type, str):
         raise RequestValidationError([("type", "must be a string")])
-    part_size = uppy_part_size(size) if isinstance(size, int) and size > 0 else None
     values = {"pid_value": record.pid_value, "key": key}
     session, _ = drafts.start_file_upload(
         record,
@@ -74,7 +70,7 @@ def create_upload(pid_value):
         size,
         owner_id=require_authenticated(),
         content_type=content_type or None,
-        part_size=part_size if part_size and part_size < size else None,
+        part_size=uppy_part_size(size),
         complete_url=url_for(f"{DRAFTS}.{DRAFTS}_upload_complete", _external=True, **values),
         abort_url=url_for(f"{DRAFTS}.{DRAFTS}_upload_abort", _external=True, **values),
     )

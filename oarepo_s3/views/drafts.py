@@ -30,7 +30,8 @@ def json_error(error: HTTPException):
     return response
 
 
-def _validate_rest_key(key) -> str:
+def validate_rest_key(key) -> str:
+    """Refuse keys whose last segment would be routed to one of the API's actions."""
     if isinstance(key, str) and "/" in key and key.rsplit("/", 1)[1] in RESERVED_LAST_SEGMENTS:
         raise InvalidUploadRequest(
             "key", f"must not end with '/{key.rsplit('/', 1)[1]}' (reserved by the API's URLs)"
@@ -38,7 +39,8 @@ def _validate_rest_key(key) -> str:
     return key
 
 
-def _draft(pid_value) -> drafts.DraftRecord:
+def owned_draft(pid_value) -> drafts.DraftRecord:
+    """The draft ``pid_value``, if the caller owns it (or is an admin)."""
     record = drafts.resolve(pid_value, status=drafts.DRAFT)
     require_draft_owner(record)
     return record
@@ -67,23 +69,23 @@ def get_draft(pid_value):
 
 def publish(pid_value):
     """``POST /draft/records/<pid>/publish`` -> the published record; 409 while uploads are pending."""
-    record = drafts.publish(_draft(pid_value))
+    record = drafts.publish(owned_draft(pid_value))
     return jsonify(record_json(record))
 
 
 def list_draft_files(pid_value):
     """``GET /draft/records/<pid>/files/``."""
-    record = _draft(pid_value)
+    record = owned_draft(pid_value)
     return jsonify({"entries": [file_json(record, e) for e in drafts.list_files(record)]})
 
 
 def init_upload(pid_value):
     """``POST /draft/records/<pid>/files/?multipart=True`` -> 201, the file and its session."""
-    record = _draft(pid_value)
+    record = owned_draft(pid_value)
     if request.args.get("multipart", "").lower() not in ("true", "1"):
         raise RequestValidationError([("multipart", "only direct multipart uploads are supported: add ?multipart=True")])
     body = parse_json_or_form(init_upload_schema)
-    key = _validate_rest_key(body["key"])
+    key = validate_rest_key(body["key"])
     url_values = {"pid_value": record.pid_value, "key": key}
     session, described = drafts.start_file_upload(
         record,
@@ -104,19 +106,19 @@ def init_upload(pid_value):
 
 def get_draft_file(pid_value, key):
     """``GET /draft/records/<pid>/files/<key>``."""
-    record = _draft(pid_value)
+    record = owned_draft(pid_value)
     return jsonify(file_json(record, drafts.get_file(record, key)))
 
 
 def delete_draft_file(pid_value, key):
     """``DELETE /draft/records/<pid>/files/<key>`` -> 204 (aborts a pending upload)."""
-    drafts.delete_file(_draft(pid_value), key)
+    drafts.delete_file(owned_draft(pid_value), key)
     return "", 204
 
 
 def resume(pid_value, key):
     """``GET .../files/<key>/multipart``: the session and the parts S3 already holds (all pages)."""
-    record = _draft(pid_value)
+    record = owned_draft(pid_value)
     session = drafts.pending_session(record, key)
     parts = service.list_uploaded_parts(session)
     return jsonify({**session_json(session), "parts": parts_json(parts)})
@@ -124,7 +126,7 @@ def resume(pid_value, key):
 
 def sign(pid_value, key):
     """``POST .../files/<key>/multipart/sign {"parts": [1, 2]}``: fresh presigned part URLs."""
-    record = _draft(pid_value)
+    record = owned_draft(pid_value)
     session = drafts.pending_session(record, key)
     body = parse_json(SignSchema())
     numbers = body["parts"]
@@ -145,7 +147,7 @@ def sign(pid_value, key):
 
 def draft_content(pid_value, key):
     """``GET .../files/<key>/content`` -> 302 to a presigned S3 GET; 409 while pending."""
-    record = _draft(pid_value)
+    record = owned_draft(pid_value)
     return _send(drafts.get_file(record, key))
 
 
