@@ -74,6 +74,20 @@ OAREPO_S3_RECORDS_URL_PREFIX = "/records"
 OAREPO_S3_TRUSTED_ORIGINS = []
 """Origins besides the app's own from which cookie-authenticated browsers may call the API."""
 
+OAREPO_S3_SIGN_RATE_LIMIT = "600/minute"
+"""Most URL-signing requests one user may make (Flask-Limiter notation, e.g. ``"10/second;600/hour"``).
+
+Counts starting an upload, re-signing parts and Uppy's part signing; over
+the limit the API answers 429 with ``Retry-After``. None or ``""``: no limit.
+"""
+
+OAREPO_S3_SIGN_RATE_LIMIT_STORAGE_URI = None
+"""Where the signing counts live (a ``limits`` storage URI, e.g. ``redis://localhost:6379/0``).
+
+None: Flask-Limiter's ``RATELIMIT_STORAGE_URI`` when set, else ``memory://``,
+which counts per process; with several workers use Redis so they share one budget.
+"""
+
 OAREPO_S3_CLEANUP_LIMIT = 10_000
 """Most expired uploads one cleanup run expires; the rest wait for the next run."""
 

@@ -180,6 +180,25 @@ class S3Unavailable(S3Error):
     """S3 could not be reached at all (connection refused, DNS, timeout)."""
 
 
+class SignRateLimited(OARepoS3Error):
+    """The user made more URL-signing requests than ``OAREPO_S3_SIGN_RATE_LIMIT`` allows."""
+
+    code = 429
+
+    def __init__(self, limit: str, retry_after: int):
+        """:param limit: the limit used up, e.g. ``600 per 1 minute``. :param retry_after: seconds."""
+        self.limit = limit
+        self.retry_after = retry_after
+        super().__init__(
+            f"Too many requests that sign upload URLs: the limit is {limit} per user; retry in {retry_after} s.",
+            errors=[FieldError("rate_limit", limit)],
+        )
+
+    def get_headers(self, environ=None, scope=None):
+        """Tell clients when to retry."""
+        return [*super().get_headers(environ, scope), ("Retry-After", str(self.retry_after))]
+
+
 class S3Inconsistent(OARepoS3Error):
     """S3 returned something that contradicts the books (e.g. a completed object of the wrong size)."""
 

@@ -23,6 +23,13 @@ class _OARepoS3State:
         return S3Client(build_boto3_client(self.app.config), tenant=self.app.config.get("S3_TENANT"))
 
     @cached_property
+    def sign_limiter(self):
+        """The :class:`~oarepo_s3.ratelimit.SignRateLimiter` (``OAREPO_S3_SIGN_RATE_LIMIT``)."""
+        from .ratelimit import SignRateLimiter
+
+        return SignRateLimiter(self.app)
+
+    @cached_property
     def presigner(self):
         """The :class:`~oarepo_s3.presign.SigV4Presigner` for every presigned URL.
 

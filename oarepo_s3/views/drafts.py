@@ -12,6 +12,7 @@ from werkzeug.exceptions import HTTPException
 from .. import drafts, service
 from ..errors import InvalidUploadRequest, OARepoS3Error, RequestValidationError, UploadPending
 from ..permissions import require_authenticated, require_draft_owner
+from ..ratelimit import check_sign_rate_limit
 from .multipart import multipart_actions
 from .parsing import CreateDraftSchema, SignSchema, init_upload_schema, parse_json, parse_json_or_form
 from .security import check_cross_site_request
@@ -205,6 +206,7 @@ def create_drafts_blueprint(app: Flask) -> Blueprint:
     from .companion import register_companion_routes
 
     bp = _blueprint(DRAFTS, app.config["OAREPO_S3_DRAFTS_URL_PREFIX"])
+    bp.before_request(check_sign_rate_limit)
     rules = [
         ("/", "create", create_draft, ["POST"]),
         ("/<pid_value>", "record", get_draft, ["GET"]),
