@@ -124,7 +124,11 @@ def abort(pid_value, upload_id):
 
 
 def simple_upload_params(pid_value):
-    """``GET <base>/s3/params``: refused; every upload here is a tracked multipart upload."""
+    """``GET <base>/s3/params``: refused; every upload here is a tracked multipart upload.
+
+    The caller must still own the draft (401/403 first, as on every draft endpoint).
+    """
+    owned_draft(pid_value)
     raise RequestValidationError(
         [("shouldUseMultipart", "single-request uploads are not supported: configure Uppy with shouldUseMultipart: true")]
     )

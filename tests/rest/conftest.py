@@ -93,6 +93,9 @@ def state(db, s3_client, s3_bucket):
     from oarepo_s3.models import MultipartUploadSession
 
     def snapshot():
+        # End the test's read transaction: on SQLite (WAL) it would keep showing the
+        # snapshot it began with, and every "nothing changed" check would pass vacuously.
+        db.session.commit()
         db.session.expire_all()
         return {
             "sessions": sorted((str(s.id), s.status.value) for s in db.session.query(MultipartUploadSession)),
