@@ -78,6 +78,7 @@ class ByteCounter:
 
         def counting_start_response(status, headers, exc_info=None):
             content_type["value"] = next((v for k, v in headers if k.lower() == "content-type"), "")
+            content_type["redirect"] = status.startswith("3")
             return start_response(status, headers, exc_info)
 
         return self._counted(self.app(environ, counting_start_response), content_type)
@@ -86,8 +87,8 @@ class ByteCounter:
         try:
             for chunk in iterable:
                 self.add(response_body_bytes=len(chunk))
-                # JSON answers and the short HTML page of a 302 redirect are control messages.
-                if not any(t in content_type.get("value", "") for t in ("json", "text/html")):
+                # JSON answers and the short "Redirecting..." page of a 302 are control messages.
+                if not content_type.get("redirect") and "json" not in content_type.get("value", ""):
                     self.add(non_json_response_body_bytes=len(chunk))
                 yield chunk
         finally:
