@@ -33,4 +33,6 @@ ensure_venv() {
         "$root/.venv/bin/uv" pip install --quiet -p "$root/.venv/bin/python" --no-deps -e "$root/client"
         echo "$want" > "$stamp"
     fi
+    # The demo's web page: stock Uppy from npm, bundled (idempotent; seconds when up to date).
+    "$root/scripts/web-assets.sh"
 }

@@ -1,0 +1,115 @@
+// The draft page: a stock Uppy Dashboard uploading straight to S3 through the
+// Companion-compatible routes, the draft's file list, and the publish button.
+// Bundled by scripts/web-assets.sh (esbuild) into static/build/upload.{js,css}.
+import AwsS3 from '@uppy/aws-s3'
+import Uppy from '@uppy/core'
+import Dashboard from '@uppy/dashboard'
+import '@uppy/core/css/style.min.css'
+import '@uppy/dashboard/css/style.min.css'
+
+const page = document.querySelector('[data-draft-api]')
+const api = page.dataset.draftApi // e.g. /draft/records/77cjt-pzn05
+const status = document.getElementById('status')
+const fileList = document.getElementById('file-list')
+
+function say(message) {
+  status.textContent = message
+}
+
+function formatSize(bytes) {
+  const units = ['bytes', 'KiB', 'MiB', 'GiB', 'TiB']
+  let value = bytes
+  let unit = 0
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024
+    unit += 1
+  }
+  return unit === 0 ? `${bytes} bytes` : `${value.toFixed(1)} ${units[unit]} (${bytes.toLocaleString('en')} bytes)`
+}
+
+function cell(row, content) {
+  const td = row.insertCell()
+  if (content instanceof Node) td.append(content)
+  else td.textContent = content
+  return td
+}
+
+async function refreshFiles() {
+  const response = await fetch(`${api}/files/`, { headers: { Accept: 'application/json' } })
+  if (!response.ok) {
+    say(`Could not list the files: HTTP ${response.status}`)
+    return
+  }
+  const { entries } = await response.json()
+  const body = fileList.tBodies[0]
+  body.replaceChildren()
+  for (const entry of entries) {
+    const row = body.insertRow()
+    row.dataset.key = entry.key
+    row.dataset.status = entry.status
+    cell(row, entry.key).className = 'key'
+    cell(row, formatSize(entry.size)).className = 'size'
+    const checksum = cell(row, entry.checksum ?? '')
+    checksum.className = 'checksum'
+    cell(row, entry.status)
+    if (entry.links.content) {
+      const link = document.createElement('a')
+      link.href = entry.links.content
+      link.textContent = 'Download'
+      link.setAttribute('aria-label', `Download ${entry.key}`)
+      cell(row, link)
+    } else {
+      cell(row, '')
+    }
+  }
+  document.getElementById('no-files').hidden = entries.length > 0
+  fileList.hidden = entries.length === 0
+}
+
+function startUploader() {
+  const uppy = new Uppy({ id: 'draft-upload', autoProceed: false })
+    .use(Dashboard, {
+      inline: true,
+      target: '#uploader',
+      height: 380,
+      width: '100%',
+      showProgressDetails: true,
+      proudlyDisplayPoweredByUppy: false,
+      note: 'Files go straight to S3 in parts of at least 5 MiB; the server only signs the requests.',
+    })
+    .use(AwsS3, {
+      companionEndpoint: `${api}/uppy`,
+      // Every upload is a tracked multipart upload (GET s3/params is refused).
+      shouldUseMultipart: true,
+    })
+  // Companion's protocol carries no file size; the server needs it to plan the parts.
+  uppy.on('file-added', (file) => uppy.setFileMeta(file.id, { size: file.size }))
+  uppy.on('upload-success', (file) => {
+    say(`${file.name} uploaded.`)
+    refreshFiles()
+  })
+  uppy.on('upload-error', (file, error) => say(`${file.name} failed: ${error.message}. Use Retry to try again.`))
+  uppy.on('file-removed', () => refreshFiles())
+  uppy.on('complete', () => refreshFiles())
+  return uppy
+}
+
+// For scripts and tests: the page's Uppy instance (none on a published record).
+window.uppy = document.getElementById('uploader') ? startUploader() : null
+
+document.getElementById('publish')?.addEventListener('click', async () => {
+  if (!window.confirm('Publish this draft? Its files cannot be changed afterwards.')) return
+  const response = await fetch(`${api}/publish`, {
+    method: 'POST',
+    headers: { Accept: 'application/json', 'Content-Type': 'application/json' },
+    body: '{}',
+  })
+  const body = await response.json()
+  if (response.ok) {
+    window.location.assign(page.dataset.recordPage)
+  } else {
+    say(`Not published: ${body.message ?? `HTTP ${response.status}`}`)
+  }
+})
+
+refreshFiles()

@@ -1,0 +1,194 @@
+"""The demo's web page in a real browser: sign in, Uppy uploads straight to S3, download, cancel, retry.
+
+Uploads go through the Dashboard's own file input, so every request is what
+stock Uppy sends: the Companion-compatible routes with the session cookie,
+and part PUTs from the browser to the demo's S3. Holding a part's PUT (with
+Playwright's request routing) makes cancelling and failing happen mid-upload
+without any timing assumption.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+from .conftest import ARTIFACTS
+
+MiB = 1024 * 1024
+DEADLINE = 120
+"""Seconds a browser step may take before the test gives up (a hang guard, not a performance bound)."""
+
+
+def sign_in(page, demo, who: str = "user") -> None:
+    page.goto(demo["url"] + "/")
+    assert page.url.startswith(demo["url"] + "/sign-in")
+    page.get_by_label("E-mail").fill(demo[who])
+    page.get_by_label("Password").fill(demo[who.replace("user", "password")])
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("heading", name="Your records").wait_for()
+
+
+def new_draft(page, title: str) -> str:
+    """Create a draft through the form; return its id (the page is then on it)."""
+    page.get_by_label("Title").fill(title)
+    page.get_by_role("button", name="Create draft").click()
+    page.get_by_role("heading", name=title).wait_for()
+    page.wait_for_function("window.uppy !== undefined && window.uppy !== null")
+    return page.url.rstrip("/").rsplit("/", 1)[1]
+
+
+def add_files(page, paths: list[Path]) -> None:
+    """What picking files in the Dashboard's "browse files" dialog does."""
+    page.locator("input.uppy-Dashboard-input[name='files[]']").first.set_input_files([str(p) for p in paths])
+
+
+def file_rows(page) -> dict[str, dict]:
+    """The page's file list: {name: {size, checksum, status, href}}."""
+    return page.evaluate(
+        """() => Object.fromEntries([...document.querySelectorAll('#file-list tbody tr')].map((tr) => [
+            tr.dataset.key,
+            {size: tr.querySelector('.size').textContent, checksum: tr.querySelector('.checksum').textContent,
+             status: tr.dataset.status, href: tr.querySelector('a')?.href ?? null}]))"""
+    )
+
+
+def wait_for(page, predicate, what: str):
+    """Poll ``predicate``; waiting through the page lets Playwright run route handlers meanwhile."""
+    deadline = time.monotonic() + DEADLINE
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        page.wait_for_timeout(200)
+    pytest.fail(f"gave up waiting for {what}")
+
+
+def in_progress_uploads(s3, bucket: str) -> list[dict]:
+    return s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+
+
+def test_upload_three_files_download_and_publish(page, demo, demo_s3, tmp_path):
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(30 * MiB))
+    tiny = tmp_path / "tiny.txt"
+    tiny.write_bytes(b"hello S3\n")
+    accented = tmp_path / "Příliš žluťoučký kůň – データ.txt"
+    accented.write_bytes("úpěl ďábelské ódy\n".encode() * 1000)
+
+    sign_in(page, demo)
+    pid = new_draft(page, "Browser upload")
+    add_files(page, [big, tiny, accented])
+    page.locator(".uppy-StatusBar-actionBtn--upload").click()
+    page.wait_for_function(
+        "() => document.querySelectorAll('#file-list tbody tr[data-status=completed]').length === 3",
+        timeout=DEADLINE * 1000,
+    )
+    assert page.evaluate("window.uppy.getFiles().every((f) => f.progress.uploadComplete)")
+    page.get_by_text("Upload complete").first.wait_for()
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "upload-complete.png"), full_page=True)
+
+    rows = file_rows(page)
+    assert set(rows) == {big.name, tiny.name, accented.name}
+    # 30 MiB in Uppy's 5 MiB parts: six parts, and the multipart ETag says so.
+    assert re.fullmatch(r"s3etag:[0-9a-f]{32}-6", rows[big.name]["checksum"])
+    assert re.fullmatch(r"s3etag:[0-9a-f]{32}-1", rows[tiny.name]["checksum"])
+    assert f"({30 * MiB:,} bytes)" in rows[big.name]["size"]
+    assert rows[tiny.name]["size"] == f"{tiny.stat().st_size} bytes"
+
+    # The bytes are in S3, not in the app: the object sizes there are the files' sizes.
+    in_s3 = {o["Size"] for o in demo_s3.list_objects_v2(Bucket=demo["bucket"])["Contents"]}
+    assert {p.stat().st_size for p in (big, tiny, accented)} <= in_s3
+    assert in_progress_uploads(demo_s3, demo["bucket"]) == []
+
+    # Download links: 302 to a presigned S3 URL, the very bytes that were uploaded.
+    for path in (big, accented):
+        response = page.request.get(rows[path.name]["href"], max_redirects=0)
+        assert response.status == 302 and response.headers["location"].startswith(demo["s3_endpoint"])
+        download = page.request.get(rows[path.name]["href"])
+        assert download.ok and download.body() == path.read_bytes()
+
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name="Publish this draft").click()
+    page.locator(".badge.published").first.wait_for()
+    page.wait_for_function("() => document.querySelectorAll('#file-list tbody tr').length === 3")
+    assert page.locator("#uploader").count() == 0
+    assert page.request.get(f"{demo['url']}/records/{pid}").json()["status"] == "published"
+
+
+def test_cancel_aborts_the_upload_in_s3(page, demo, demo_s3, tmp_path):
+    big = tmp_path / "cancelled.bin"
+    big.write_bytes(os.urandom(12 * MiB))
+    held = []
+
+    def hold_second_part(route):
+        if route.request.method == "PUT" and "partNumber=2" in route.request.url:
+            held.append(route)  # never answered: the upload stays in flight until cancelled
+        else:
+            route.continue_()
+
+    page.route(f"{demo['s3_endpoint']}/**", hold_second_part)
+    sign_in(page, demo)
+    pid = new_draft(page, "Cancelled upload")
+    add_files(page, [big])
+    page.locator(".uppy-StatusBar-actionBtn--upload").click()
+    wait_for(page, lambda: held, "the second part's PUT")
+    assert len(in_progress_uploads(demo_s3, demo["bucket"])) == 1
+    pending = page.request.get(f"{demo['url']}/draft/records/{pid}/files/").json()["entries"]
+    assert [e["status"] for e in pending] == ["pending"]
+
+    page.locator("[data-cy=cancel]").click()
+    wait_for(page, lambda: not in_progress_uploads(demo_s3, demo["bucket"]), "the upload to be aborted in S3")
+    assert page.request.get(f"{demo['url']}/draft/records/{pid}/files/").json()["entries"] == []
+    page.get_by_text("No files yet.").wait_for()
+    for route in held:
+        route.abort()
+    page.screenshot(path=str(ARTIFACTS / "upload-cancelled.png"), full_page=True)
+
+
+def test_retry_resumes_after_a_failed_part(page, demo, demo_s3, tmp_path):
+    """Part 2 fails until Uppy gives up (after its own automatic retries); Retry then resumes.
+
+    The resumed upload asks the server which parts S3 already holds, so part 1
+    is not sent again.
+    """
+    data = os.urandom(11 * MiB)
+    path = tmp_path / "flaky.bin"
+    path.write_bytes(data)
+    network = {"part 2 fails": True}
+    puts = []
+
+    def flaky_part_two(route):
+        if route.request.method == "PUT":
+            part = re.search(r"partNumber=(\d+)", route.request.url).group(1)
+            puts.append(part)
+            if part == "2" and network["part 2 fails"]:
+                route.abort("connectionreset")
+                return
+        route.continue_()
+
+    page.route(f"{demo['s3_endpoint']}/**", flaky_part_two)
+    sign_in(page, demo)
+    new_draft(page, "Flaky network")
+    add_files(page, [path])
+    page.locator(".uppy-StatusBar-actionBtn--upload").click()
+    retry = page.locator(".uppy-StatusBar-actionBtn--retry")
+    retry.wait_for(timeout=DEADLINE * 1000)
+    page.get_by_role("status").filter(has_text="failed").wait_for()
+    assert puts.count("1") == 1 and puts.count("2") > 1 and "3" not in puts
+    page.screenshot(path=str(ARTIFACTS / "upload-failed.png"), full_page=True)
+
+    network["part 2 fails"] = False
+    retry.click()
+    page.wait_for_function(
+        "() => document.querySelector('#file-list tbody tr[data-status=completed]') !== null",
+        timeout=DEADLINE * 1000,
+    )
+    assert puts.count("1") == 1, puts  # resumed: part 1 was already in S3
+    row = file_rows(page)[path.name]
+    assert re.fullmatch(r"s3etag:[0-9a-f]{32}-3", row["checksum"])
+    assert page.request.get(row["href"]).body() == data
