@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # ceph-rgw.sh: a throwaway single-node Ceph RADOS Gateway (S3) on 127.0.0.1, for tests.
-# Copied from the project's shared S3 tooling (shared/s3/ceph-rgw.sh), plus CEPH_RGW_MIN_PART_SIZE.
+# Copied from the project's shared S3 tooling (shared/s3/ceph-rgw.sh), plus CEPH_RGW_MIN_PART_SIZE
+# and CEPH_RGW_DNS_NAME.
 #
 #   eval "$(ceph-rgw.sh start [DIR])"   # install if needed, start, print `export` lines
 #   ceph-rgw.sh stop [DIR]              # stop what start started, then delete DIR
@@ -13,7 +14,9 @@
 #      CEPH_RGW_SECRET_KEY, CEPH_RGW_TIMEOUT (60 s), CEPH_RGW_MEMSTORE_BYTES (4 GiB),
 #      CEPH_RGW_MIN_PART_SIZE (bytes; S3's 5 MiB when unset: the smallest multipart part
 #      but the last. RGW also takes it at runtime:
-#      ceph --admin-daemon DIR/run/client.rgw.asok config set rgw_multipart_min_part_size N).
+#      ceph --admin-daemon DIR/run/client.rgw.asok config set rgw_multipart_min_part_size N),
+#      CEPH_RGW_DNS_NAME (rgw_dns_name, e.g. s3.ceph.test: then Host: BUCKET.s3.ceph.test is
+#      virtual-host addressing; path-style requests keep working. RGW reads it at start only).
 # Progress goes to stderr; stdout carries only the `export` line.
 set -euo pipefail
 
@@ -26,6 +29,7 @@ SECRET_KEY=${CEPH_RGW_SECRET_KEY:-ceph-rgw-test-secret-key}
 TIMEOUT=${CEPH_RGW_TIMEOUT:-60}
 MEMSTORE_BYTES=${CEPH_RGW_MEMSTORE_BYTES:-$((4 << 30))}
 MIN_PART_SIZE=${CEPH_RGW_MIN_PART_SIZE:-$((5 << 20))}
+DNS_NAME=${CEPH_RGW_DNS_NAME:-}
 CONF=$DIR/ceph.conf
 DAEMONS=(client.rgw osd.0 mon.a) # in stop order
 
@@ -117,6 +121,7 @@ paxos propose interval = 0.1
 [client.rgw]
 rgw frontends = beast endpoint=127.0.0.1:$PORT
 rgw multipart min part size = $MIN_PART_SIZE
+${DNS_NAME:+rgw dns name = $DNS_NAME}
 EOF
 }
 

@@ -171,6 +171,13 @@ def moto_s3():
     server.stop()
 
 
+CEPH_DNS_NAME = "s3.ceph.test"
+"""The gateway's ``rgw_dns_name``: ``Host: BUCKET.s3.ceph.test`` is virtual-host addressing.
+
+Nothing resolves ``*.ceph.test``; tests/test_ceph_addressing.py resolves it to 127.0.0.1 itself.
+"""
+
+
 @pytest.fixture(scope="session")
 def ceph_rgw():
     """A throw-away Ceph RADOS Gateway on 127.0.0.1 (started at most once a session).
@@ -183,7 +190,8 @@ def ceph_rgw():
     state = base / "rgw"
     script = str(ROOT / "scripts" / "ceph-rgw.sh")
     port, mon_port = _free_ports(2)
-    env = {**os.environ, "CEPH_RGW_PORT": str(port), "CEPH_RGW_MON_PORT": str(mon_port)}
+    env = {**os.environ, "CEPH_RGW_PORT": str(port), "CEPH_RGW_MON_PORT": str(mon_port),
+           "CEPH_RGW_DNS_NAME": CEPH_DNS_NAME}
     try:
         started = subprocess.run([script, "start", str(state)], capture_output=True, text=True, env=env, timeout=900)
     except subprocess.TimeoutExpired as e:
