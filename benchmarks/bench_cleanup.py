@@ -2,12 +2,13 @@
 
 Run::
 
-    .venv/bin/python benchmarks/bench_cleanup.py [--counts 1000,10000] [--db URI] [--json FILE]
+    .venv/bin/python benchmarks/bench_cleanup.py [--counts 1000,10000] [--db sqlite|postgresql] [--pg URI]
+        [--json FILE]
 
 For each count, on an embedded S3 (moto's server in a separate process on
 127.0.0.1, so its CPU and memory are not counted) and
-SQLite in a temporary directory (or ``--db``, e.g. a PostgreSQL URI: its
-tables are dropped and created anew):
+SQLite in a temporary directory (or, with ``--db postgresql``, a fresh
+database on the PostgreSQL server ``--pg`` names, or on one it starts):
 
 1. creates that many real S3 multipart uploads with a thread pool (timed
    apart, as "S3 setup");
@@ -20,9 +21,12 @@ tables are dropped and created anew):
    every session is expired, S3 holds no upload and the buckets' sizes are
    back to 0.
 
-The table shows the run's wall time, sessions per second, the part spent
-inside S3 AbortMultipartUpload calls, the RSS growth during the run (and
-the peak Python heap above the baseline). Flat memory means neither grows
+The table shows the run's wall time, sessions per second, and where the
+time went: inside S3 AbortMultipartUpload calls (moto included), in the
+database driver executing statements, in its commits, and the rest (the ORM,
+files-rest, botocore: Python in this process); this process's CPU seconds
+and moto's; the RSS growth during the run (and the peak Python heap above
+the baseline). Flat memory means neither grows
 with the count: one row is in flight at a time and no list of ids is built.
 ``tracemalloc`` slows the ORM-heavy run down ~2.5x, so it is off unless asked
 for; the times it shows are then not comparable.
@@ -38,11 +42,8 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
 import platform
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -51,11 +52,10 @@ import tracemalloc
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
-from importlib.metadata import version
 from pathlib import Path
 
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
-os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
+os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench-secret")
 
 import boto3  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
@@ -65,6 +65,9 @@ from invenio_db import db  # noqa: E402
 from invenio_files_rest.models import Bucket, FileInstance, Location, ObjectVersion  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common  # noqa: E402
 
 from oarepo_s3.api import MultipartUploadStatus  # noqa: E402
 from oarepo_s3.cleanup import run_cleanup  # noqa: E402
@@ -74,24 +77,6 @@ from oarepo_s3.proxies import current_oarepo_s3  # noqa: E402
 FILE_SIZE = 1000
 PER_BUCKET = 10
 MiB = 1024 * 1024
-
-
-def start_moto() -> tuple[subprocess.Popen, str]:
-    """moto's S3 server in its own process, so that neither its CPU time nor its heap is counted."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return server, f"http://127.0.0.1:{port}"
-        except OSError:
-            time.sleep(0.1)
-    server.kill()
-    raise SystemExit("moto's S3 server did not start")
 
 
 def make_app(db_uri: str, s3_url: str) -> Flask:
@@ -104,7 +89,7 @@ def make_app(db_uri: str, s3_url: str) -> Flask:
         FILES_REST_STORAGE_FACTORY="oarepo_s3.storage.s3_storage_factory",
         S3_ENDPOINT_URL=s3_url,
         S3_ACCESS_KEY_ID="bench",
-        S3_SECRET_ACCESS_KEY="bench",
+        S3_SECRET_ACCESS_KEY="bench-secret",
         S3_REGION_NAME="us-east-1",
         OAREPO_S3_ORPHAN_SWEEP=False,
     ), "bench_cleanup")
@@ -189,7 +174,40 @@ def rss() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def measure(app: Flask, client, count: int, trace: bool, file_id_index: bool) -> dict:
+class SqlTimer:
+    """Wall time the database driver spends executing statements and committing, and the statement count."""
+
+    def __init__(self, engine):
+        self.engine, self.execute, self.commit, self.statements = engine, 0.0, 0.0, 0
+        self._started: dict[int, float] = {}
+        sa.event.listen(engine, "before_cursor_execute", self._before)
+        sa.event.listen(engine, "after_cursor_execute", self._after)
+        self.dialect = engine.dialect
+        real_commit = self.dialect.do_commit
+
+        def do_commit(connection):
+            t = time.perf_counter()
+            try:
+                return real_commit(connection)
+            finally:
+                self.commit += time.perf_counter() - t
+
+        self.dialect.do_commit = do_commit
+
+    def _before(self, conn, cursor, statement, parameters, context, executemany):
+        self._started[id(cursor)] = time.perf_counter()
+
+    def _after(self, conn, cursor, statement, parameters, context, executemany):
+        self.execute += time.perf_counter() - self._started.pop(id(cursor), time.perf_counter())
+        self.statements += 1
+
+    def remove(self) -> None:
+        sa.event.remove(self.engine, "before_cursor_execute", self._before)
+        sa.event.remove(self.engine, "after_cursor_execute", self._after)
+        del self.dialect.do_commit
+
+
+def measure(app: Flask, client, count: int, trace: bool, file_id_index: bool, s3_server, db_server) -> dict:
     with app.app_context():
         s3_bucket, s3_setup = build_backlog(client, count, file_id_index)
         s3 = current_oarepo_s3.s3
@@ -204,17 +222,25 @@ def measure(app: Flask, client, count: int, trace: bool, file_id_index: bool) ->
                 abort_seconds[0] += time.perf_counter() - t
 
         s3.abort_multipart_upload = timed_abort
+        sql = SqlTimer(db.engine)
         gc.collect()
         sampler = RssSampler()
         sampler.start()
         if trace:
             tracemalloc.start()
             baseline = tracemalloc.get_traced_memory()[0]
+        meters = {"s3_server_cpu_seconds": s3_server.cpu().start()}
+        if db_server is not None:
+            meters["db_server_cpu_seconds"] = db_server.cpu().start()
+        cpu_started = time.process_time()
         started = time.perf_counter()
         try:
             report = run_cleanup(limit=count + 1)
         finally:
             seconds = time.perf_counter() - started
+            own_cpu = time.process_time() - cpu_started
+            servers_cpu = {name: round(m.read(), 3) for name, m in meters.items()}
+            sql.remove()
             heap = None
             if trace:
                 heap = tracemalloc.get_traced_memory()[1] - baseline
@@ -234,6 +260,12 @@ def measure(app: Flask, client, count: int, trace: bool, file_id_index: bool) ->
             "seconds": round(seconds, 3),
             "per_second": round(count / seconds, 1),
             "s3_abort_seconds": round(abort_seconds[0], 3),
+            "sql_execute_seconds": round(sql.execute, 3),
+            "sql_commit_seconds": round(sql.commit, 3),
+            "sql_statements_per_session": round(sql.statements / count, 1),
+            "other_seconds": round(seconds - abort_seconds[0] - sql.execute - sql.commit, 3),
+            "process_cpu_seconds": round(own_cpu, 3),
+            **servers_cpu,
             "peak_heap_bytes": heap,
             "rss_growth_bytes": rss_growth,
             "s3_setup_seconds": round(s3_setup, 3),
@@ -243,14 +275,21 @@ def measure(app: Flask, client, count: int, trace: bool, file_id_index: bool) ->
 def print_table(rows: list[dict], database: str, trace: bool, file_id_index: bool) -> None:
     extra = (", tracemalloc on" if trace else "") + (", index on files_object.file_id" if file_id_index else "")
     print(f"\nexpiry cleanup on moto + {database} (Python {platform.python_version()}, {os.cpu_count()} cores{extra})\n")
-    header = f"{'sessions':>9} | {'time s':>7} | {'sessions/s':>10} | {'in S3 abort s':>13} | " \
-             f"{'peak heap MiB':>13} | {'RSS growth MiB':>14} | {'S3 setup s':>10}"
+    header = (f"{'sessions':>9} | {'time s':>7} | {'per s':>6} | {'S3 abort s':>10} | {'SQL s':>6} | {'commit s':>8} | "
+              f"{'rest s':>7} | {'own CPU s':>9} | {'moto CPU s':>10} | {'DB CPU s':>8} | {'SQL/session':>11} | {'RSS growth MiB':>14} | "
+              f"{'heap MiB':>8}")
     print(header)
     print("-" * len(header))
     for r in rows:
         heap = "-" if r["peak_heap_bytes"] is None else f"{r['peak_heap_bytes'] / MiB:.2f}"
-        print(f"{r['count']:>9,} | {r['seconds']:>7.2f} | {r['per_second']:>10.0f} | {r['s3_abort_seconds']:>13.2f} | "
-              f"{heap:>13} | {r['rss_growth_bytes'] / MiB:>14.2f} | {r['s3_setup_seconds']:>10.2f}")
+        print(f"{r['count']:>9,} | {r['seconds']:>7.2f} | {r['per_second']:>6.0f} | {r['s3_abort_seconds']:>10.2f} | "
+              f"{r['sql_execute_seconds']:>6.2f} | {r['sql_commit_seconds']:>8.2f} | {r['other_seconds']:>7.2f} | "
+              f"{r['process_cpu_seconds']:>9.2f} | {r['s3_server_cpu_seconds']:>10.2f} | "
+              f"{r.get('db_server_cpu_seconds', float('nan')):>8.2f} | "
+              f"{r['sql_statements_per_session']:>11} | {r['rss_growth_bytes'] / MiB:>14.2f} | {heap:>8}")
+    print("(S3 abort: inside AbortMultipartUpload calls, moto included; SQL: the driver executing statements;\n"
+          " commit: the driver's commits; rest: everything else (ORM, files-rest, botocore); own CPU: this\n"
+          " process's CPU seconds; moto CPU: the S3 server's; DB CPU: PostgreSQL's, nan on SQLite.)")
     if len(rows) > 1:
         grow = rows[-1]["count"] / rows[0]["count"]
         measures = [("RSS growth", "rss_growth_bytes")] + ([("peak heap", "peak_heap_bytes")] if trace else [])
@@ -262,47 +301,51 @@ def print_table(rows: list[dict], database: str, trace: bool, file_id_index: boo
         print()
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--counts", default="1000,10000", help="backlog sizes (default 1000,10000)")
-    parser.add_argument("--db", help="database URI (default: SQLite in a temporary directory); tables are recreated")
+    parser.add_argument("--db", choices=("sqlite", "postgresql"), default="sqlite",
+                        help="SQLite in a temporary directory (default) or a fresh PostgreSQL database")
+    parser.add_argument("--pg", help="PostgreSQL server URI for --db postgresql (default: start one)")
     parser.add_argument("--tracemalloc", action="store_true",
                         help="also trace the Python heap's peak (precise, but the run takes ~2.5x as long)")
     parser.add_argument("--file-id-index", action="store_true",
                         help="first create an index on files_object.file_id (files-rest has none)")
-    parser.add_argument("--json", type=Path, help="also write the numbers to this file")
-    args = parser.parse_args()
+    parser.add_argument("--json", type=Path, help="result file (default benchmarks/results/cleanup-<db>.json)")
+    args = parser.parse_args(argv)
     counts = [int(c) for c in args.counts.split(",")]
     trace = args.tracemalloc
 
-    server, s3_url = start_moto()
-    with tempfile.TemporaryDirectory(prefix="bench-cleanup-") as tmp:
-        db_uri = args.db or f"sqlite:///{tmp}/bench.db"
-        app = make_app(db_uri, s3_url)
-        database = sa.engine.make_url(db_uri).get_backend_name()
-        client = s3_client(s3_url)
-        try:
-            rows = [measure(app, client, count, trace, args.file_id_index) for count in counts]
-        finally:
-            with app.app_context():
-                db.session.remove()
-                db.drop_all()
-            server.terminate()
-            server.wait(10)
-    print_table(rows, database, trace, args.file_id_index)
-    result = {
-        "benchmark": "cleanup",
-        "database": database,
+    common.quiet()
+    s3_server = common.start_moto()
+    pg = common.postgres_from_args(args.pg) if args.db == "postgresql" else None
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-cleanup-") as tmp:
+            db_uri = pg.database("bench_cleanup") if pg else f"sqlite:///{tmp}/bench.db"
+            app = make_app(db_uri, s3_server.endpoint)
+            client = s3_server.client()
+            try:
+                rows = []
+                for count in counts:
+                    print(f"  {count} expired sessions on {args.db} ...", file=sys.stderr)
+                    rows.append(measure(app, client, count, trace, args.file_id_index, s3_server, pg))
+            finally:
+                with app.app_context():
+                    db.session.remove()
+                    db.drop_all()
+                    db.engine.dispose()
+    finally:
+        s3_server.stop()
+        if pg is not None:
+            pg.stop()
+    print_table(rows, args.db, trace, args.file_id_index)
+    common.write_result(f"cleanup-{args.db}", {
+        "database": args.db,
         "tracemalloc": trace,
         "files_object_file_id_index": args.file_id_index,
-        "python": platform.python_version(),
-        "cpus": os.cpu_count(),
-        "versions": {p: version(p) for p in ("moto", "boto3", "sqlalchemy", "invenio-files-rest")},
+        "versions": common.package_versions("moto", "boto3", "sqlalchemy", "invenio-files-rest", "psycopg2-binary"),
         "rows": rows,
-    }
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
-        print(f"\nwrote {args.json}")
+    }, args.json)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,8 @@ Run::
 
     .venv/bin/python benchmarks/bench_presign.py [--parts 10000] [--repeat 5] [--json FILE]
 
+(results go to benchmarks/results/presign.json unless ``--json`` says otherwise)
+
 Signs ``--parts`` UploadPart URLs for one upload with each method:
 
 * ``ours batch``  - ``SigV4Presigner.upload_part_urls`` (the production path);
@@ -32,7 +34,6 @@ import calendar
 import datetime
 import hashlib
 import hmac
-import json
 import platform
 import statistics
 import sys
@@ -49,8 +50,10 @@ from invenio_s3 import InvenioS3
 from invenio_s3.storage import S3FSFileStorage
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from oarepo_s3.presign import SigV4Presigner
+import common  # noqa: E402
+from oarepo_s3.presign import SigV4Presigner  # noqa: E402
 
 ENDPOINT = "http://127.0.0.1:9"
 REGION = "us-east-1"
@@ -215,7 +218,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--parts", type=int, default=10000, help="URLs per run (default 10000)")
     parser.add_argument("--repeat", type=int, default=5, help="runs per method; the median is reported (default 5)")
-    parser.add_argument("--json", type=Path, help="also write the numbers to this file")
+    parser.add_argument("--json", type=Path, help="result file (default benchmarks/results/presign.json)")
     args = parser.parse_args(argv)
     if not 1 <= args.parts <= 10000 or args.repeat < 1:
         parser.error("--parts must be 1..10000 (S3's part limit) and --repeat at least 1")
@@ -223,9 +226,8 @@ def main(argv: list[str] | None = None) -> None:
     app = make_app()
     check_identical(app)
     result = report(measure(make_runners(app), args.parts, args.repeat), args.parts, args.repeat)
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
-        print(f"\nwrote {args.json}")
+    print()
+    common.write_result("presign", result, args.json)
 
 
 if __name__ == "__main__":
