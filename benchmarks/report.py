@@ -1,0 +1,327 @@
+"""Render ``docs/performance.md`` and ``docs/img/perf-*.png`` from ``benchmarks/results/*.json``.
+
+::
+
+    .venv/bin/python benchmarks/report.py [--results DIR] [--output FILE] [--images DIR]
+
+Every number in the report comes from the result files of one
+``./run-benchmarks.sh`` run; the prose around them is this module's. Prints
+the targets' ratio table at the end. A benchmark without a result file is
+reported as not run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common  # noqa: E402
+import plots  # noqa: E402
+
+GiB = common.GiB
+
+
+def load(results: Path) -> dict[str, dict]:
+    return {p.stem: json.loads(p.read_text()) for p in sorted(results.glob("*.json"))}
+
+
+def fmt(value: float, digits: int = 1) -> str:
+    return "n/a" if value is None else f"{value:,.{digits}f}"
+
+
+class Report:
+    """Markdown sections and the target rows, built from the results."""
+
+    def __init__(self, data: dict[str, dict], images: Path, output: Path):
+        self.data, self.images, self.output = data, images, output
+        self.lines: list[str] = []
+        self.targets: list[tuple[str, str, bool | None, str]] = []  # (target, measured, met, why)
+
+    def add(self, *lines: str) -> None:
+        self.lines.extend(lines)
+
+    def image(self, path: Path, alt: str) -> None:
+        self.add(f"![{alt}]({os.path.relpath(path, self.output.parent)})", "")
+
+    def client_runs(self) -> dict[str, dict]:
+        """The client results by S3, moto first."""
+        runs = {k.removeprefix("client-"): v for k, v in self.data.items() if k.startswith("client-")}
+        return dict(sorted(runs.items(), key=lambda kv: kv[0] != "moto"))
+
+    # --- sections ----------------------------------------------------------------------------------
+
+    def presign(self) -> None:
+        d = self.data.get("presign")
+        self.add("## Presigning UploadPart URLs", "")
+        if not d:
+            return self.add("Not run.", "")
+        m = d["methods"]
+        self.add(f"`benchmarks/bench_presign.py`: {d['parts']:,} URLs for one upload, median of {d['repeat']} "
+                 "interleaved runs after a warm-up. The three real signers produce the same URL byte for byte at a "
+                 "frozen instant (checked before timing).", "",
+                 "| method | total ms | µs/URL | vs ours |", "|---|---:|---:|---:|")
+        labels = {"ours batch": "ours, `SigV4Presigner.upload_part_urls` (one batch)",
+                  "ours single": "ours, `upload_part_url` one by one",
+                  "boto3": "boto3 `generate_presigned_url`", "invenio-s3": "invenio-s3 `multipart_links`",
+                  "hmac floor": "HMAC floor: 4 HMAC-SHA256 + 1 SHA-256 per URL"}
+        for name, row in m.items():
+            self.add(f"| {labels.get(name, name)} | {row['median_ms']:.1f} | {row['us_per_url']:.2f} | "
+                     f"{row['ratio_vs_ours']:.1f}x |")
+        self.add("")
+        self.image(plots.presign(d, self.images / "perf-presign.png"), "presign µs per URL")
+        floor = m["hmac floor"]["us_per_url"] / m["ours batch"]["us_per_url"]
+        self.add(f"Ours signs a URL in {floor:.1f}x less time than the \"floor\" of a signer that derives its key "
+                 "for every URL: SigV4's signing key (`kDate -> kRegion -> kService -> kSigning`) depends only on "
+                 "the day, region and secret, so it is derived once per UTC day and kept as pre-hashed HMAC states; "
+                 "per URL only the canonical request's SHA-256 and one HMAC of the string to sign remain.", "")
+        for label, ratio, threshold in (("boto3", m["boto3"]["ratio_vs_ours"], 50),
+                                        ("invenio-s3 `multipart_links`", m["invenio-s3"]["ratio_vs_ours"], 100)):
+            self.targets.append((f"presigning >= {threshold}x faster than {label}", f"{ratio:.0f}x",
+                                 ratio >= threshold, ""))
+
+    def scale(self) -> None:
+        d = self.data.get("scale")
+        self.add("## REST requests vs part count and file count", "")
+        if not d:
+            return self.add("Not run.", "")
+        self.add(f"`benchmarks/bench_scale.py`: real HTTP to the demo app under {d['server']}, PostgreSQL, moto "
+                 f"(own process); parts of {d['part_size']} bytes (moto's and the app's minimum part size lowered so "
+                 f"that 10,000 parts fit in memory). Client-side wall time with the body read; median of "
+                 f"{d['repeat']} runs after a warm-up (complete at 10,000 parts: at most 3 runs). CPU columns: what "
+                 "the app, PostgreSQL and moto spent during the request, from `/proc` (10 ms ticks, so small values "
+                 "are coarse).", "",
+                 "| request | parts / files | median ms | µs per part / file | app CPU ms | DB CPU ms | S3 (moto) CPU ms "
+                 "| answer KB |", "|---|---:|---:|---:|---:|---:|---:|---:|")
+        rows = [(op, int(n), r) for op, by in d["parts"].items() for n, r in by.items()]
+        rows += [("list (`GET files/`)", int(n), r) for n, r in d["files"].items()]
+        for op, n, r in rows:
+            self.add(f"| {op} | {n:,} | {r['median_ms']:.1f} | {r['median_ms'] * 1e3 / n:.0f} | "
+                     f"{r['app_cpu_ms']:.0f} | {r['db_cpu_ms']:.0f} | {r['s3_cpu_ms']:.0f} | "
+                     f"{r['response_bytes'] / 1e3:,.1f} |")
+        self.add("")
+        self.image(plots.scale(d, self.images / "perf-scale.png"), "REST scale, log-log")
+        comp = d["parts"].get("complete", {})
+        big = max(comp, key=int) if comp else None
+        if big:
+            r = comp[big]
+            self.add(f"Completing {int(big):,} parts took {r['median_ms']:.0f} ms, of which moto used "
+                     f"{r['s3_cpu_ms']:.0f} ms of CPU (ListParts, 1,000 parts a page, and assembling the object) and "
+                     f"the app {r['app_cpu_ms']:.0f} ms (comparing every part's number, ETag and size). "
+                     "Init and re-sign answer one presigned URL per part, so they grow with the part count by "
+                     "design; the time per part is the figure to watch.", "")
+
+    def client(self) -> None:
+        self.add("## Client: oarepo-s3 vs aws-cli vs boto3", "")
+        runs = self.client_runs()
+        if not runs:
+            return self.add("Not run.", "")
+        any_run = next(iter(runs.values()))
+        self.add(f"`benchmarks/bench_client.py`: {any_run['size_mib']} MiB of random bytes, parts of "
+                 f"{any_run['part_size_mib']} MiB, {any_run['concurrency']} in flight for every client, each client "
+                 f"a subprocess; median of {any_run['repeat']} runs in rotating order after a warm-up. Client CPU is "
+                 "the subprocess's user + system time; S3 CPU is the server's processes' (moto; Ceph's radosgw, OSD "
+                 "and monitor). `oarepo-s3` goes through the app (gunicorn, PostgreSQL), hashes every part "
+                 "(Content-MD5 signed into its URL, checked by S3) and verifies the final checksum; aws-cli and "
+                 "boto3 talk to S3 with its keys and check nothing (`when_required` checksums).", "")
+        for s3, d in runs.items():
+            self.add(f"### {d['s3']}", "",
+                     "| | wall s | MB/s | client CPU s/GiB | S3 server CPU s/GiB | vs aws-cli: speed | vs aws-cli: CPU |",
+                     "|---|---:|---:|---:|---:|---:|---:|")
+            for direction, by in d["results"].items():
+                aws = by["aws-cli"]
+                for method, r in by.items():
+                    self.add(f"| {direction} {method} | {r['wall_s']:.2f} | {r['throughput_mb_s']:.0f} | "
+                             f"{r['cpu_s_per_gib']:.2f} | {r['s3_cpu_s_per_gib']:.2f} | "
+                             f"{r['throughput_mb_s'] / aws['throughput_mb_s']:.2f}x | "
+                             f"{r['cpu_s_per_gib'] / aws['cpu_s_per_gib']:.2f}x |")
+            self.add(f"| MD5 alone (hashlib) | | | {d['md5_cpu_s_per_gib']:.2f} | | | |", "")
+            self.client_targets(s3, d)
+        self.image(plots.client(runs, self.images / "perf-client.png"), "client throughput and CPU")
+
+    def client_targets(self, s3: str, d: dict) -> None:
+        up = d["results"]["upload"]
+        ours, aws = up["oarepo-s3"], up["aws-cli"]
+        speed = ours["throughput_mb_s"] / aws["throughput_mb_s"]
+        cpu = ours["cpu_s_per_gib"] / aws["cpu_s_per_gib"]
+        cores = d["machine"]["cpus"]
+        gib_s = ours["throughput_mb_s"] * 1e6 / GiB
+        s3_busy, client_busy = ours["s3_cpu_s_per_gib"] * gib_s, ours["cpu_s_per_gib"] * gib_s
+        app_busy = ours["app_cpu_s"] / ours["wall_s"]
+        why_speed = ""
+        if speed < 1.2:
+            why_speed = (f"During our upload the S3 server kept {s3_busy:.2f} of the {cores} cores busy, the client "
+                         f"{client_busy:.2f}, the app {app_busy:.2f} (total {s3_busy + client_busy + app_busy:.2f}): ")
+            if s3_busy + client_busy + app_busy >= 0.85 * cores:
+                why_speed += "the machine's cores are saturated, so a faster client cannot go faster here."
+            elif s3_busy >= 0.8:
+                why_speed += "the S3 server is the bottleneck."
+            else:
+                why_speed += "neither the S3 server nor the machine is saturated: the client itself is the limit."
+        why_cpu = ""
+        if cpu > 0.5:
+            md5 = d["md5_cpu_s_per_gib"]
+            why_cpu = (f"Of our {ours['cpu_s_per_gib']:.2f} CPU s/GiB, {md5:.2f} are MD5 alone (Content-MD5 of every "
+                       f"part, which aws-cli does not compute); without it {ours['cpu_s_per_gib'] - md5:.2f} s/GiB, "
+                       f"{(ours['cpu_s_per_gib'] - md5) / aws['cpu_s_per_gib']:.2f}x aws-cli's.")
+        self.targets.append((f"client upload >= 1.2x aws-cli throughput ({d['s3']})", f"{speed:.2f}x",
+                             speed >= 1.2, why_speed))
+        self.targets.append((f"client upload <= 0.5x aws-cli CPU per GiB ({d['s3']})", f"{cpu:.2f}x",
+                             cpu <= 0.5, why_cpu))
+        for direction, p in d["payload"].items():
+            payload = p["non_json_request_body_bytes"] + p["non_json_response_body_bytes"]
+            self.targets.append((f"payload bytes through the app, {d['size_mib']} MiB {direction} ({d['s3']})",
+                                 f"{payload} B", payload == 0, ""))
+
+    def payload(self) -> None:
+        self.add("## Payload bytes through the app", "")
+        runs = self.client_runs()
+        if not runs:
+            return self.add("Not run.", "")
+        self.add("The app under gunicorn counts every request and response body byte at the WSGI level "
+                 "(`benchmarks/wsgi.py`); these are the counts during one `oarepo-s3 upload` and one "
+                 "`oarepo-s3 download` of the file above (the largest of the runs). Control bytes are JSON (and the "
+                 "short page of the 302 redirect); payload bytes are any other body bytes.", "",
+                 "| S3 | transfer | file bytes | app requests | bytes received | bytes sent | payload bytes |",
+                 "|---|---|---:|---:|---:|---:|---:|")
+        for s3, d in runs.items():
+            for direction, p in d["payload"].items():
+                payload = p["non_json_request_body_bytes"] + p["non_json_response_body_bytes"]
+                self.add(f"| {d['s3']} | {direction} | {d['size_mib'] * common.MiB:,} | {p['requests']} | "
+                         f"{p['request_body_bytes']:,} | {p['response_body_bytes']:,} | **{payload}** |")
+        self.add("")
+
+    def concurrency(self) -> None:
+        d = self.data.get("concurrency")
+        self.add("## REST throughput under concurrency", "")
+        if not d:
+            return self.add("Not run.", "")
+        self.add(f"`benchmarks/bench_concurrency.py`: {d['clients']} users upload at once, each from its own thread "
+                 f"with its own token and draft, {d['uploads_per_client']} uploads each after one untimed warm-up "
+                 f"upload: init ({d['parts']} parts of {d['part_size']} bytes), re-sign all parts, PUT the parts "
+                 f"straight to S3, complete. The app runs under gunicorn with {d['workers']} sync workers on "
+                 "PostgreSQL; S3 is moto. The per-user signing rate limit is off (this measures capacity).", "",
+                 f"**{d['app_requests_per_s']:.0f} app requests/s** ({d['app_requests']:,} requests in "
+                 f"{d['wall_s']:.1f} s), {d['uploads_per_s']:.1f} completed uploads/s.", "",
+                 "| endpoint | requests | per s | p50 ms | p99 ms | max ms |", "|---|---:|---:|---:|---:|---:|")
+        for name, e in d["endpoints"].items():
+            self.add(f"| {name} | {e['count']:,} | {e['per_second']:.1f} | {e['p50_ms']:.0f} | {e['p99_ms']:.0f} | "
+                     f"{e['max_ms']:.0f} |")
+        total = d["wall_s"] * d["machine"]["cpus"]
+        self.add("", "CPU seconds during the timed phase (" + f"{total:.0f} available on {d['machine']['cpus']} cores): "
+                 + ", ".join(f"{k} {v:.1f}" for k, v in d["cpu_s"].items()) + ". With 50 clients and "
+                 f"{d['workers']} workers, requests queue for a free worker: the latencies are mostly that queue; "
+                 "the throughput is what the cores give the app after PostgreSQL, moto and the client threads "
+                 "have had theirs.", "")
+        self.image(plots.concurrency(d, self.images / "perf-concurrency.png"), "latency under concurrency")
+
+    def cleanup(self) -> None:
+        self.add("## Cleanup of expired uploads", "")
+        runs = {k.removeprefix("cleanup-"): v for k, v in self.data.items() if k.startswith("cleanup-")}
+        if not runs:
+            return self.add("Not run.", "")
+        self.add("`benchmarks/bench_cleanup.py`: that many expired sessions, each a real multipart upload in moto "
+                 "(own process), ten to a bucket; one `run_cleanup` (the Celery task's body) expires them all; "
+                 "afterwards every session is expired, S3 holds no upload and the buckets' sizes are back to 0. "
+                 "Memory: growth of the process's RSS during the run.", "",
+                 "| database | sessions | time s | sessions/s | ms/session: S3 abort | SQL | commit | rest | "
+                 "SQL statements/session | own CPU s | moto CPU s | DB CPU s | RSS growth MiB |",
+                 "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for db, d in runs.items():
+            for r in d["rows"]:
+                per = {k: r[k] / r["count"] * 1e3 for k in ("s3_abort_seconds", "sql_execute_seconds",
+                                                            "sql_commit_seconds", "other_seconds")}
+                self.add(f"| {db} | {r['count']:,} | {r['seconds']:.1f} | {r['per_second']:.0f} | "
+                         f"{per['s3_abort_seconds']:.1f} | {per['sql_execute_seconds']:.1f} | "
+                         f"{per['sql_commit_seconds']:.1f} | {per['other_seconds']:.1f} | "
+                         f"{r['sql_statements_per_session']} | {r['process_cpu_seconds']:.1f} | "
+                         f"{r['s3_server_cpu_seconds']:.1f} | {fmt(r.get('db_server_cpu_seconds'))} | "
+                         f"{r['rss_growth_bytes'] / common.MiB:.1f} |")
+        self.add("")
+        self.image(plots.cleanup({db: d["rows"] for db, d in runs.items()}, self.images / "perf-cleanup.png"),
+                   "cleanup time per session")
+        self.add("Each session is expired in its own short transaction (claim with `FOR UPDATE SKIP LOCKED`, abort "
+                 "in S3, remove the pending ObjectVersion and FileInstance, give the bucket its size back, mark the "
+                 "session): one S3 call, about 17 SQL statements and one commit per session, so the time grows "
+                 "linearly with the backlog and memory stays flat. \"rest\" is Python in the cleanup's process: "
+                 "SQLAlchemy's ORM (lazy loads, flushes) and files-rest's model code around those statements, and "
+                 "botocore. moto answers every request with `Connection: close`, so each abort also opens a new TCP "
+                 "connection; a real S3 keeps connections alive.", "")
+
+    def render(self) -> str:
+        run = self.data.get("run", {})
+        machine = run.get("started_machine") or next((d["machine"] for d in self.data.values() if "machine" in d), {})
+        self.presign()
+        self.scale()
+        self.client()
+        self.payload()
+        self.concurrency()
+        self.cleanup()
+        body = self.lines
+        self.lines = []
+        versions = {}
+        for d in self.data.values():
+            versions.update(d.get("versions", {}))
+        self.add("# Performance", "",
+                 "<!-- Generated by ./run-benchmarks.sh (benchmarks/report.py) from benchmarks/results/*.json: "
+                 "do not edit by hand. -->", "",
+                 f"Measured side by side in one run of `./run-benchmarks.sh` on {machine.get('date', '?')}: "
+                 f"{machine.get('cpus', '?')} cores ({machine.get('cpu_model', '?')}), "
+                 f"{machine.get('memory_gib', '?')} GiB RAM, Linux {machine.get('kernel', '?')}, Python "
+                 f"{machine.get('python', '?')}; load average at the start "
+                 f"{', '.join(f'{x:.2f}' for x in machine.get('load_average', []))}. The machine is shared with "
+                 "other work, so absolute numbers are noisy: every comparison is a ratio of medians measured in the "
+                 "same run, in a rotating order, after a warm-up.", "")
+        if run.get("seconds"):
+            self.add("Benchmark durations: " + ", ".join(f"{k} {v:.0f} s" for k, v in run["seconds"].items())
+                     + (f"; **failed: {', '.join(run['failed'])}**" if run.get("failed") else "") + ".", "")
+        self.add("## Targets", "", "| target | measured | met |", "|---|---:|:---:|")
+        for target, measured, met, _ in self.targets:
+            self.add(f"| {target} | {measured} | {'yes' if met else '**no**'} |")
+        self.add("")
+        missed = [(t, why) for t, _, met, why in self.targets if not met]
+        if missed:
+            self.add("Where a target is missed, why (from the same run's measurements):", "")
+            for target, why in missed:
+                self.add(f"- **{target}**: {why or 'see the section below.'}")
+            self.add("")
+        self.lines += body
+        self.add("## Versions", "", ", ".join(f"{k} {v}" for k, v in sorted(versions.items())), "",
+                 "## Reproduce", "",
+                 "```bash",
+                 "./run-benchmarks.sh                 # everything, ~20 min on 2 cores; rewrites this page",
+                 "./run-benchmarks.sh --quick         # small sizes, a few minutes; report in benchmarks/results/quick/",
+                 "./run-benchmarks.sh --only presign,client",
+                 "```", "",
+                 "Each `benchmarks/bench_*.py` also runs alone (`--help`); raw numbers, every run included, are in "
+                 "`benchmarks/results/*.json`. `benchmarks/bench_rest.py` breaks one in-process init / re-sign "
+                 "request down into S3, SQL, ORM, signing and JSON time.", "")
+        return "\n".join(self.lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--results", type=Path, default=common.RESULTS)
+    parser.add_argument("--output", type=Path, default=common.ROOT / "docs" / "performance.md")
+    parser.add_argument("--images", type=Path, default=common.ROOT / "docs" / "img")
+    args = parser.parse_args(argv)
+    data = load(args.results)
+    if not data:
+        raise SystemExit(f"no results in {args.results}: run ./run-benchmarks.sh first")
+    report = Report(data, args.images, args.output)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(report.render())
+    print(f"\nwrote {args.output} and its figures in {args.images}\n")
+    width = max(len(t) for t, *_ in report.targets) if report.targets else 10
+    print(f"{'target':<{width}}  {'measured':>10}  met")
+    for target, measured, met, _ in report.targets:
+        print(f"{target:<{width}}  {measured:>10}  {'yes' if met else 'NO'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
