@@ -110,6 +110,7 @@ content_md5s = st.one_of(
     st.binary(min_size=16, max_size=16).map(lambda b: base64.b64encode(b).decode("ascii")),
     st.text(st.characters(min_codepoint=32, max_codepoint=126), min_size=1, max_size=40).filter(str.strip),
 )
+content_sha256s = st.binary(min_size=32, max_size=32).map(bytes.hex)
 file_names = st.text(no_surrogates, min_size=1, max_size=60)
 dispositions = st.one_of(
     st.none(),
@@ -253,6 +254,43 @@ def test_upload_part_with_content_md5_matches_botocore(
         bucket, key, upload_id, part_number, expires_in=expires_in, content_md5=content_md5, now=now
     )
     assert got == expected
+
+
+@settings(property_settings, max_examples=500)
+@given(setups, buckets, keys, upload_ids, part_numbers, expiries, instants, st.none() | content_md5s, content_sha256s)
+def test_upload_part_with_content_sha256_matches_botocore(
+    setup, bucket, key, upload_id, part_number, expires_in, instant, content_md5, content_sha256
+):
+    """A signed payload hash: botocore takes an ``X-Amz-Content-SHA256`` header as the canonical payload hash."""
+    ours = presigner(setup)
+    now = epoch(instant)
+    if refused_virtual_on_ip(
+        setup, bucket, lambda: ours.upload_part_url(bucket, key, upload_id, 1, expires_in=1, now=now)
+    ):
+        return
+    client = make_client(setup["endpoint"], setup["region"], setup["style"])
+    client._request_signer._credentials = botocore.credentials.Credentials(setup["access"], setup["secret"], setup["token"])
+
+    def add_payload_hash(request, **kwargs):
+        request.headers["X-Amz-Content-SHA256"] = content_sha256
+
+    client.meta.events.register("before-sign.s3.UploadPart", add_payload_hash)
+    params = {"Bucket": bucket, "Key": key, "UploadId": upload_id, "PartNumber": part_number}
+    if content_md5 is not None:
+        params["ContentMD5"] = content_md5
+    expected = boto_url(setup, "upload_part", params, expires_in, instant, client=client)
+    assert "x-amz-content-sha256" in expected
+    got = ours.upload_part_url(
+        bucket, key, upload_id, part_number, expires_in=expires_in, content_md5=content_md5,
+        content_sha256=content_sha256, now=now,
+    )
+    assert got == expected
+
+
+@pytest.mark.parametrize("bad", ["", "A" * 64, "0" * 63, "0" * 65, "g" * 64, "UNSIGNED-PAYLOAD"])
+def test_content_sha256_must_be_lowercase_hex(bad):
+    with pytest.raises(ValueError, match="64 lowercase hex"):
+        presigner(SETUP).upload_part_url("b", "k", "u", 1, expires_in=60, content_sha256=bad)
 
 
 @settings(property_settings, max_examples=1000)

@@ -133,17 +133,21 @@ def sign(pid_value, key):
     numbers = body["parts"]
     if len(set(numbers)) != len(numbers):
         raise RequestValidationError([("parts", "part numbers must not repeat")])
-    digests = {int(n): d for n, d in (body["content_md5"] or {}).items()}
-    urls = service.sign_parts(session, numbers, digests)
-    return jsonify(
-        {
-            "parts": [
-                {"PartNumber": n, "url": u, **({"headers": {"Content-MD5": digests[n]}} if n in digests else {})}
-                for n, u in urls.items()
-            ],
-            "expires_in": service.url_lifetime(session),
-        }
-    )
+    md5s = {int(n): d for n, d in (body["content_md5"] or {}).items()}
+    sha256s = {int(n): d for n, d in (body["content_sha256"] or {}).items()}
+    urls = service.sign_parts(session, numbers, md5s, sha256s)
+    return jsonify({"parts": [_signed_part(n, u, md5s, sha256s) for n, u in urls.items()],
+                    "expires_in": service.url_lifetime(session)})
+
+
+def _signed_part(number: int, url: str, md5s: dict, sha256s: dict) -> dict:
+    """One signed part; ``headers`` lists what the PUT must send (the signed digests)."""
+    headers = {}
+    if number in md5s:
+        headers["Content-MD5"] = md5s[number]
+    if number in sha256s:
+        headers["x-amz-content-sha256"] = sha256s[number]
+    return {"PartNumber": number, "url": url, **({"headers": headers} if headers else {})}
 
 
 def draft_content(pid_value, key):

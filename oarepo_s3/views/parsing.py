@@ -116,15 +116,20 @@ class PartNumbers(fields.Field):
         return value
 
 
-class SignSchema(Schema):
-    """``POST .../multipart/sign``: the part numbers to sign, optionally with their MD5s."""
-
-    parts = PartNumbers(required=True)
-    content_md5 = fields.Dict(
+def _digests_by_part() -> fields.Dict:
+    return fields.Dict(
         keys=fields.String(validate=validate.Regexp(r"^[1-9][0-9]{0,4}$", error="must be a part number")),
         values=fields.String(),
         load_default=None,
     )
+
+
+class SignSchema(Schema):
+    """``POST .../multipart/sign``: the part numbers to sign, optionally with their MD5s or SHA-256s."""
+
+    parts = PartNumbers(required=True)
+    content_md5 = _digests_by_part()
+    content_sha256 = _digests_by_part()
 
 
 def parse_json(schema: Schema) -> dict:
