@@ -9,9 +9,9 @@ import matplotlib
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import FuncFormatter  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
-PLAIN = FuncFormatter(lambda value, _: f"{value:,.0f}" if value >= 1 else f"{value:g}")
+PLAIN = FuncFormatter(lambda value, _: f"{value:,.0f}" if value >= 100 else f"{value:.3g}")
 
 COLORS = {"oarepo-s3": "#1f77b4", "aws-cli": "#ff7f0e", "boto3": "#2ca02c"}
 DPI = 110
@@ -28,8 +28,9 @@ def _save(fig, path: Path) -> Path:
 def _plain_log_axes(ax) -> None:
     """Log axes labelled 10, 100, 1,000 rather than 10^1, 10^2, 10^3."""
     for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
         axis.set_major_formatter(PLAIN)
-        axis.set_minor_formatter(FuncFormatter(lambda value, _: ""))
+        axis.set_minor_formatter(NullFormatter())
 
 
 def presign(data: dict, path: Path) -> Path:
