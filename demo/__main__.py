@@ -139,9 +139,8 @@ def _stop_like_ctrl_c(signum, frame):
 def main(argv: list[str] | None = None) -> int:
     """Run the demo until Ctrl-C (or SIGTERM)."""
     args = parse_args(argv)
-    # Keep the terminal for the banner: no per-request lines from the two servers, no alembic chatter.
+    # Keep the terminal for the banner: no per-request lines from the two servers.
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    logging.getLogger("alembic").setLevel(logging.WARNING)
     env_config = config_from_environment()
     external_s3 = "S3_ENDPOINT_URL" in env_config
     ports = [("--port", args.port)] + ([] if external_s3 else [("--s3-port", args.s3_port)])
@@ -238,10 +237,11 @@ Ctrl-C stops everything (data stays in {data_dir}).
         partial.write_text(json.dumps(info, indent=2))
         partial.replace(path)
     try:
-        server.serve_forever()
+        server.serve_forever()  # returns on Ctrl-C (werkzeug catches the KeyboardInterrupt)
     except KeyboardInterrupt:
-        print("\nstopping", file=sys.stderr, flush=True)
+        pass
     finally:
+        print("\nstopping", file=sys.stderr, flush=True)
         server.server_close()
         cleanup.stop()
         if s3_server is not None:

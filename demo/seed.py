@@ -9,6 +9,7 @@ tokens, the location and the first draft are created only when missing.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 from invenio_accounts.utils import hash_password
@@ -30,6 +31,7 @@ DRAFT_TITLE = "My first dataset"
 
 def migrate(app) -> str:
     """Create or upgrade the tables; return what was done (``created`` or ``upgraded``)."""
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # flask-alembic logs every step at INFO
     with app.app_context():
         if not inspect(db.engine).has_table("alembic_version"):
             db.create_all()
