@@ -90,7 +90,11 @@ function startUploader() {
   })
   uppy.on('upload-error', (file, error) => say(`${file.name} failed: ${error.message}. Use Retry to try again.`))
   uppy.on('file-removed', () => refreshFiles())
-  uppy.on('complete', () => refreshFiles())
+  uppy.on('complete', ({ successful = [], failed = [] }) => {
+    const done = `${successful.length} file${successful.length === 1 ? '' : 's'} uploaded`
+    say(failed.length ? `${done}; ${failed.length} failed: use Retry to resume.` : `${done}.`)
+    refreshFiles()
+  })
   return uppy
 }
 
