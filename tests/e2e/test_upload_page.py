@@ -193,3 +193,42 @@ def test_retry_resumes_after_a_failed_part(page, demo, demo_s3, tmp_path):
     row = file_rows(page)[path.name]
     assert re.fullmatch(r"s3etag:[0-9a-f]{32}-3", row["checksum"])
     assert page.request.get(row["href"]).body() == data
+
+
+def test_pause_and_resume(page, demo, tmp_path):
+    """Pausing aborts the part in flight; resuming asks S3 for the parts it has and sends the rest."""
+    data = os.urandom(12 * MiB)
+    path = tmp_path / "paused.bin"
+    path.write_bytes(data)
+    held, puts = [], []
+
+    def hold_part_two_once(route):
+        if route.request.method == "PUT":
+            part = re.search(r"partNumber=(\d+)", route.request.url).group(1)
+            puts.append(part)
+            if part == "2" and not held:
+                held.append(route)  # in flight until the page pauses
+                return
+        route.continue_()
+
+    page.route(f"{demo['s3_endpoint']}/**", hold_part_two_once)
+    sign_in(page, demo)
+    new_draft(page, "Paused upload")
+    add_files(page, [path])
+    page.locator(".uppy-StatusBar-actionBtn--upload").click()
+    wait_for(page, lambda: held, "the second part's PUT")
+    pause = page.locator("[data-cy=togglePauseResume]")
+    assert pause.get_attribute("aria-label") == "Pause"
+    pause.click()
+    page.wait_for_function("window.uppy.getFiles()[0].isPaused === true")
+    assert page.locator("[data-cy=togglePauseResume]").get_attribute("aria-label") == "Resume"
+    page.screenshot(path=str(ARTIFACTS / "upload-paused.png"), full_page=True)
+    held[0].abort()
+    page.locator("[data-cy=togglePauseResume]").click()
+    page.wait_for_function(
+        "() => document.querySelector('#file-list tbody tr[data-status=completed]') !== null",
+        timeout=DEADLINE * 1000,
+    )
+    assert puts.count("1") == 1 and puts.count("2") == 2 and puts.count("3") == 1, puts
+    row = file_rows(page)[path.name]
+    assert page.request.get(row["href"]).body() == data
