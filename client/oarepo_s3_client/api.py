@@ -166,14 +166,17 @@ class Api:
         """``GET links.multipart``: the session plus ``parts`` S3 holds (``PartNumber``, ``ETag``, ``Size``)."""
         return self.get_json(multipart_url)
 
-    def sign(self, sign_url: str, content_md5: dict[int, str], now: float = 0.0) -> dict[int, SignedPart]:
-        """Fresh part URLs with each part's ``Content-MD5`` signed in (S3 refuses other bytes).
+    def sign(self, sign_url: str, digests: dict[int, str], now: float = 0.0,
+             algorithm: str = "md5") -> dict[int, SignedPart]:
+        """Fresh part URLs with each part's digest signed in (S3 refuses other bytes).
 
-        :param content_md5: base64 MD5 by part number.
+        :param digests: by part number: base64 MD5 (``Content-MD5``), or hex
+            SHA-256 (``x-amz-content-sha256``) when ``algorithm`` is ``"sha256"``.
         :param now: the caller's clock reading, stored as ``signed_at``.
         """
-        numbers = sorted(content_md5)
-        body = {"parts": numbers, "content_md5": {str(n): content_md5[n] for n in numbers}}
+        numbers = sorted(digests)
+        field = "content_sha256" if algorithm == "sha256" else "content_md5"
+        body = {"parts": numbers, field: {str(n): digests[n] for n in numbers}}
         answer = self.request("POST", sign_url, json=body).json()
         expires_in = float(answer.get("expires_in") or 0)
         signed = [SignedPart(int(p["PartNumber"]), p["url"], dict(p.get("headers") or {}), now, expires_in)

@@ -1,4 +1,4 @@
-"""Sending parts: read, hash, sign with Content-MD5, PUT straight to S3, retry what a retry can cure."""
+"""Sending parts: read, hash, sign the digest in, PUT straight to S3, retry what a retry can cure."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import requests
 
 from .api import Api
-from .errors import Interrupted, TransferError, UploadGone
+from .errors import ApiError, Interrupted, TransferError, UploadGone
 from .models import SignedPart, TransferConfig
 from .parts import PartRange, etag_is_md5, md5_base64, normalize_etag
 from .progress import AggregatedProgress
@@ -20,8 +20,11 @@ from .retry import Retryable, parse_retry_after, retrying
 from .s3http import FileReader, PartBody, s3_error_code
 from .state import Journal
 
-RETRYABLE_S3_CODES = frozenset(("BadDigest", "InvalidDigest", "RequestTimeout", "IncompleteBody", "SlowDown"))
-"""S3 refusals that sending the part again cures (BadDigest: the bytes were damaged on the way)."""
+RETRYABLE_S3_CODES = frozenset(("BadDigest", "InvalidDigest", "XAmzContentSHA256Mismatch", "RequestTimeout",
+                                "IncompleteBody", "SlowDown"))
+"""S3 refusals that sending the part again cures (BadDigest, XAmzContentSHA256Mismatch: damaged on the way)."""
+PROBE_BODY = b"oarepo-s3: does this S3 verify signed SHA-256 payload hashes?"
+
 
 
 @dataclass
@@ -37,8 +40,14 @@ class FileUpload:
     journal: Journal
     reader: FileReader
     ranges: list[PartRange] = field(default_factory=list)
-    done: dict[int, tuple[str, bytes]] = field(default_factory=dict)
-    """part number -> (ETag, binary MD5) of the parts S3 holds and we checked."""
+    algorithm: str = "md5"
+    """The digest signed into each part's URL: ``md5`` or ``sha256``."""
+    done: dict[int, tuple[str, bytes | None]] = field(default_factory=dict)
+    """part number -> (ETag, binary MD5) of the parts S3 holds and we checked.
+
+    The MD5 is ``None`` for parts S3 verified by SHA-256: then S3's ETag is
+    the only MD5 there is, vouched for by that verification.
+    """
     held: dict[int, str] = field(default_factory=dict)
     """part number -> ETag of parts S3 held on resume that the journal cannot vouch for: hash and compare."""
     sent: int = 0
@@ -90,12 +99,20 @@ class PartSender:
             raise Interrupted("stopped")
         view = self._buffer(part.length)
         upload.reader.read_into(view, part.offset)
-        digest = hashlib.md5(view, usedforsecurity=False).digest()
-        if upload.held.get(part.number) == digest.hex():  # S3 already holds exactly these bytes
-            self._record(upload, part.number, digest.hex(), digest, reused=True)
-            self.progress.add(upload.key, part.length)
-            self.progress.flush(upload.key)
-            return
+        if part.number in upload.held:  # S3 holds a part from an earlier run: is it exactly these bytes?
+            md5 = hashlib.md5(view, usedforsecurity=False).digest()
+            if upload.held[part.number] == md5.hex():
+                self._record(upload, part.number, md5.hex(), md5, reused=True)
+                self.progress.add(upload.key, part.length)
+                self.progress.flush(upload.key)
+                return
+            if upload.algorithm == "md5":
+                self.send(upload, part, view, md5)
+                return
+        if upload.algorithm == "sha256":
+            digest = hashlib.sha256(view).digest()
+        else:
+            digest = hashlib.md5(view, usedforsecurity=False).digest()
         self.send(upload, part, view, digest)
 
     def _buffer(self, size: int) -> memoryview:
@@ -105,14 +122,14 @@ class PartSender:
         return memoryview(buffer)[:size]
 
     def send(self, upload: FileUpload, part: PartRange, view: memoryview, digest: bytes) -> None:
-        """PUT one part with its Content-MD5 signed into the URL.
+        """PUT one part with its digest (``upload.algorithm``) signed into the URL.
 
-        Retried with backoff: connection errors, 5xx, 408/429, BadDigest and
-        an ETag that is not our MD5 (damaged bytes), 403 (re-signed first:
-        the URL may have expired). NoSuchUpload raises :class:`UploadGone`;
-        other 4xx raise :class:`TransferError` at once.
+        Retried with backoff: connection errors, 5xx, 408/429, BadDigest or
+        XAmzContentSHA256Mismatch and an ETag that is not our MD5 (damaged
+        bytes), 403 (re-signed first: the URL may have expired). NoSuchUpload
+        raises :class:`UploadGone`; other 4xx raise :class:`TransferError` at once.
         """
-        md5 = md5_base64(digest)
+        value = digest.hex() if upload.algorithm == "sha256" else md5_base64(digest)
         signed: SignedPart | None = None
         try:
             for attempt in retrying(self.config, self._sleep):
@@ -120,7 +137,8 @@ class PartSender:
                     if self._stopped(upload):
                         raise Interrupted("stopped")
                     if signed is None or self._expired(signed):
-                        signed = self.api.sign(upload.links["sign"], {part.number: md5}, now=self._clock())[part.number]
+                        signed = self.api.sign(upload.links["sign"], {part.number: value}, now=self._clock(),
+                                               algorithm=upload.algorithm)[part.number]
                     self._put(upload, part, view, digest, signed)
                     return
         except Retryable as e:
@@ -139,10 +157,11 @@ class PartSender:
             raise
         if response.status_code == 200:
             etag = normalize_etag(response.headers.get("ETag"))
-            if etag_is_md5(etag) and etag != digest.hex():
+            md5 = digest if upload.algorithm == "md5" else None
+            if md5 is not None and etag_is_md5(etag) and etag != md5.hex():
                 self.progress.add(upload.key, -body.sent)
-                raise Retryable(f"part {part.number}: S3 stored other bytes (ETag {etag}, sent {digest.hex()})")
-            self._record(upload, part.number, etag, digest, reused=False)
+                raise Retryable(f"part {part.number}: S3 stored other bytes (ETag {etag}, sent {md5.hex()})")
+            self._record(upload, part.number, etag, md5, reused=False)
             self.progress.flush(upload.key)
             return
         self.progress.add(upload.key, -body.sent)
@@ -166,11 +185,32 @@ class PartSender:
         margin = min(self.config.resign_margin, signed.expires_in / 2)
         return self._clock() - signed.signed_at >= signed.expires_in - margin
 
-    def _record(self, upload: FileUpload, number: int, etag: str, digest: bytes, *, reused: bool) -> None:
+    def _record(self, upload: FileUpload, number: int, etag: str, md5: bytes | None, *, reused: bool) -> None:
         with upload.lock:
-            upload.done[number] = (etag, digest)
+            upload.done[number] = (etag, md5)
             if reused:
                 upload.reused += 1
             else:
                 upload.sent += 1
-        upload.journal.append({"n": number, "etag": etag, "md5": md5_base64(digest)})
+        entry = {"n": number, "etag": etag}
+        if md5 is not None:
+            entry["md5"] = md5_base64(md5)
+        upload.journal.append(entry)
+
+    def server_verifies_sha256(self, upload: FileUpload, part_number: int) -> bool:
+        """Probe: does S3 refuse a body whose SHA-256 differs from the one signed into its URL?
+
+        PUTs a few bytes as part ``part_number`` (one that is about to be sent
+        anyway, so a server that accepts the probe has it overwritten) with
+        the SHA-256 of other bytes. ``XAmzContentSHA256Mismatch`` means S3
+        verifies; anything else (200 from moto, an old API refusing
+        ``content_sha256``...) means it cannot be relied on.
+        """
+        wrong = hashlib.sha256(PROBE_BODY + b"!").hexdigest()
+        try:
+            signed = self.api.sign(upload.links["sign"], {part_number: wrong}, now=self._clock(), algorithm="sha256")
+            response = self.s3.put(signed[part_number].url, data=PROBE_BODY, headers=signed[part_number].headers,
+                                   timeout=(self.config.connect_timeout, self.config.read_timeout))
+        except (ApiError, requests.RequestException):
+            return False
+        return response.status_code == 400 and s3_error_code(response) == "XAmzContentSHA256Mismatch"

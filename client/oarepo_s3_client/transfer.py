@@ -89,6 +89,9 @@ class Uploader:
         self.sender = PartSender(self.api, self.s3, self.executor, self.config, self.progress, clock, self._sleep,
                                  self._cancelled)
         self._files_url: str | None = None
+        self._sha256_verified: bool | None = None
+        """Whether S3 refused the SHA-256 probe (decided once per Uploader, under ``_probe_lock``)."""
+        self._probe_lock = threading.Lock()
 
     # --- life cycle ----------------------------------------------------------------
 
@@ -297,8 +300,8 @@ class Uploader:
                      and header.get("mtime_ns") == st.st_mtime_ns and header.get("chunk_size") == session["chunk_size"])
         upload = self._new_file(path, key, st, session, links, resumed=True, journal=journal if same_file else None)
         known = {}
-        if same_file:
-            known = {int(e["n"]): (e["etag"], e["md5"]) for e in journal.entries if {"n", "etag", "md5"} <= set(e)}
+        if same_file:  # a journal entry without "md5": S3 verified that part by its SHA-256
+            known = {int(e["n"]): (e["etag"], e.get("md5")) for e in journal.entries if {"n", "etag"} <= set(e)}
         held = {int(p["PartNumber"]): (normalize_etag(p["ETag"]), int(p.get("Size", -1))) for p in session["parts"]}
         for r in upload.ranges:
             etag, size = held.get(r.number, ("", -1))
@@ -308,7 +311,8 @@ class Uploader:
                 upload.held[r.number] = etag  # hash the local part: equal to S3's MD5 = nothing to send
             elif r.number in known and known[r.number][0] == etag:
                 # S3's ETag is no MD5 (SSE-KMS...): only the journal can vouch for the part.
-                upload.done[r.number] = (etag, md5_from_base64(known[r.number][1]))
+                md5 = known[r.number][1]
+                upload.done[r.number] = (etag, md5_from_base64(md5) if md5 else None)
                 upload.reused += 1
         return upload
 
@@ -317,7 +321,21 @@ class Uploader:
     def _transfer(self, upload: FileUpload) -> None:
         done_bytes = sum(r.length for r in upload.ranges if r.number in upload.done)
         self.progress.start(upload.key, upload.size, done_bytes)
-        self.sender.run(upload, [r for r in upload.ranges if r.number not in upload.done])
+        todo = [r for r in upload.ranges if r.number not in upload.done]
+        # Probe with a part that will be sent in any case (not one S3 may already hold).
+        probe_part = next((r.number for r in todo if r.number not in upload.held), None)
+        if probe_part is not None:
+            upload.algorithm = self._algorithm(upload, probe_part)
+        self.sender.run(upload, todo)
+
+    def _algorithm(self, upload: FileUpload, probe_part: int) -> str:
+        """``sha256`` if configured and this S3 proved (once per Uploader) that it verifies it, else ``md5``."""
+        if self.config.checksum != "sha256":
+            return "md5"
+        with self._probe_lock:
+            if self._sha256_verified is None:
+                self._sha256_verified = self.sender.server_verifies_sha256(upload, probe_part)
+            return "sha256" if self._sha256_verified else "md5"
 
     # --- complete and verify --------------------------------------------------------------
 
@@ -343,17 +361,25 @@ class Uploader:
         raise AssertionError("unreachable")
 
     def _verify(self, upload: FileUpload, answer: dict) -> UploadResult:
-        expected = s3etag([upload.done[r.number][1] for r in upload.ranges])
+        """Compare the stored size and checksum with ours.
+
+        Our part MD5s are the local file's (hashed here) or, for parts S3
+        verified by SHA-256, the MD5 ETags S3 answered for those very bytes.
+        """
+        md5s = [md5 if md5 is not None else (bytes.fromhex(etag) if etag_is_md5(etag) else None)
+                for etag, md5 in (upload.done[r.number] for r in upload.ranges)]
+        expected = s3etag(md5s) if None not in md5s else None
         links = answer.get("links") or {}
         result = UploadResult(
             str(upload.path), upload.key, "completed", upload.size, answer.get("checksum"), links.get("self"),
             links.get("content"), len(upload.ranges), upload.sent, upload.reused, upload.resumed,
+            checksum_algorithm=upload.algorithm if upload.sent else None,
         )
         if answer.get("size") != upload.size:
             raise IntegrityError(f"{upload.key!r}: stored size {answer.get('size')} differs from the local "
                                  f"{upload.size} bytes")
         checksum = answer.get("checksum")
-        if checksum and checksum.startswith("s3etag:") and checksum != expected:
+        if checksum and checksum.startswith("s3etag:") and expected is not None and checksum != expected:
             raise IntegrityError(f"{upload.key!r}: stored checksum {checksum} differs from the local file's "
                                  f"{expected}; the stored file is left as it is, delete it and upload again")
         return result

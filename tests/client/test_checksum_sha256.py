@@ -1,0 +1,77 @@
+"""``checksum="sha256"``: parts carry a signed SHA-256 payload hash where S3 verifies it, MD5 elsewhere.
+
+The client probes once per run: Ceph RGW refuses a body whose SHA-256 is not
+the signed one (so SHA-256 is used), moto accepts anything (so the client
+keeps MD5, which its own ETag check covers even there).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from oarepo_s3_client import TransferConfig
+from oarepo_s3_client.sender import PROBE_BODY
+
+from .conftest import MiB
+from .test_upload import StopAfter, file_s3etag
+
+
+def sha256_config(**kwargs) -> TransferConfig:
+    return TransferConfig(concurrency=kwargs.pop("concurrency", 4), part_size=5 * MiB, backoff_initial=0.01,
+                          backoff_max=0.05, checksum="sha256", **kwargs)
+
+
+def is_probe(entry) -> bool:
+    return entry.headers.get("Content-Length") == str(len(PROBE_BODY))
+
+
+def test_sha256_where_s3_verifies_it_md5_where_it_does_not(make_uploader, make_file, proxy, owner, s3_backend):
+    path = make_file("sha.bin", 3 * 5 * MiB + 77)
+    result = make_uploader(config=sha256_config()).upload(path)
+
+    assert result.status == "completed" and result.checksum == file_s3etag(path, 5 * MiB)
+    assert owner.api().get(result.content_url, timeout=60).content == path.read_bytes()
+    probes = [e for e in proxy.part_puts() if is_probe(e)]
+    parts = [e for e in proxy.part_puts() if not is_probe(e)]
+    assert len(probes) == 1 and sorted(e.part for e in parts) == [1, 2, 3, 4]
+    signed_headers = {h for e in parts for h in e.query["X-Amz-SignedHeaders"].split(";")}
+    if s3_backend.name == "ceph":  # RGW refused the probe's mismatching body: SHA-256 it is
+        assert probes[0].status == 400
+        assert result.checksum_algorithm == "sha256"
+        assert signed_headers == {"host", "x-amz-content-sha256"}
+    else:  # moto stored the probe (then the real part replaced it): keep MD5
+        assert probes[0].status == 200
+        assert result.checksum_algorithm == "md5"
+        assert signed_headers == {"host", "content-md5"}
+
+
+@pytest.mark.s3_backends("ceph")
+def test_damaged_part_is_refused_by_its_sha256_and_sent_again(make_uploader, make_file, proxy, owner):
+    path = make_file("damaged-sha.bin", 3 * 5 * MiB)
+    proxy.add_fault("corrupt", part=2)
+    result = make_uploader(config=sha256_config()).upload(path)
+
+    statuses = [e.status for e in proxy.part_puts() if e.part == 2 and not is_probe(e)]
+    assert statuses == [400, 200]  # XAmzContentSHA256Mismatch from RGW, then the good bytes
+    assert result.checksum_algorithm == "sha256" and result.checksum == file_s3etag(path, 5 * MiB)
+    assert owner.api().get(result.content_url, timeout=60).content == path.read_bytes()
+
+
+def test_sha256_upload_resumes_and_verifies_the_checksum(make_uploader, make_file, proxy, owner):
+    from oarepo_s3_client import Interrupted
+
+    path = make_file("resume-sha.bin", 6 * 5 * MiB)
+    with pytest.raises(Interrupted):
+        make_uploader(config=sha256_config(concurrency=2), subscribers=[StopAfter(2 * 5 * MiB)]).upload(path)
+    proxy.wait_idle()
+    held = {e.part for e in proxy.part_puts(200) if not is_probe(e)}
+    assert 1 <= len(held) < 6
+    proxy.clear_log()
+
+    result = make_uploader(config=sha256_config(concurrency=2)).upload(path)
+    assert result.status == "completed" and result.resumed
+    resent = sorted(e.part for e in proxy.part_puts() if not is_probe(e))
+    assert resent == sorted(set(range(1, 7)) - held)
+    assert (result.parts_sent, result.parts_reused) == (len(resent), len(held))
+    assert result.checksum == file_s3etag(path, 5 * MiB)
+    assert owner.api().get(result.content_url, timeout=60).content == path.read_bytes()
