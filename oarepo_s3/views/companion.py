@@ -60,6 +60,8 @@ def create_upload(pid_value):
         raise RequestValidationError(
             [("metadata.size", "the file size is required: set it with uppy.setFileMeta(file.id, {size: file.size})")]
         )
+    if not isinstance(filename, str) or not filename:
+        raise RequestValidationError([("filename", "must be a non-empty string (the file's name)")])
     key = validate_rest_key(filename)
     if content_type is not None and not isinstance(content_type, str):
         raise RequestValidationError([("type", "must be a string")])
