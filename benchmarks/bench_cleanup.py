@@ -232,6 +232,7 @@ def measure(app: Flask, client, count: int, trace: bool, file_id_index: bool, s3
         meters = {"s3_server_cpu_seconds": s3_server.cpu().start()}
         if db_server is not None:
             meters["db_server_cpu_seconds"] = db_server.cpu().start()
+        machine = common.MachineMeter().start()
         cpu_started = time.process_time()
         started = time.perf_counter()
         try:
@@ -240,6 +241,7 @@ def measure(app: Flask, client, count: int, trace: bool, file_id_index: bool, s3
             seconds = time.perf_counter() - started
             own_cpu = time.process_time() - cpu_started
             servers_cpu = {name: round(m.read(), 3) for name, m in meters.items()}
+            servers_cpu["machine_cpu_seconds"] = round(machine.read(), 3)
             sql.remove()
             heap = None
             if trace:

@@ -9,7 +9,8 @@ Each client runs as a subprocess; per run it measures wall time, throughput,
 the client's CPU seconds per GiB (``RUSAGE_CHILDREN`` around the
 subprocess: its user + system time alone) and the S3 server's CPU seconds
 per GiB (moto's process, or Ceph's radosgw + OSD + monitor, read from
-``/proc``), which shows when the server, not the client, is the bottleneck.
+``/proc``), which shows when the server, not the client, is the bottleneck;
+and how busy the whole (shared) machine was (``/proc/stat``).
 
 Uploads:
 
@@ -153,14 +154,14 @@ class Bench:
 
     def timed(self, cmd: list[str]) -> dict:
         """Run a client subprocess: wall s, its CPU s, the S3 server's and the app's CPU s, its stdout."""
-        s3_cpu, app_cpu = self.s3.cpu().start(), self.server.cpu().start()
+        s3_cpu, app_cpu, machine = self.s3.cpu().start(), self.server.cpu().start(), common.MachineMeter().start()
         cpu, wall = child_cpu(), time.perf_counter()
         done = subprocess.run(cmd, env=self.env, capture_output=True, text=True)
         wall, cpu = time.perf_counter() - wall, child_cpu() - cpu
         if done.returncode != 0:
             raise SystemExit(f"{' '.join(cmd[:4])} failed ({done.returncode}):\n{done.stdout}\n{done.stderr[-3000:]}")
         return {"wall_s": wall, "cpu_s": cpu, "s3_cpu_s": s3_cpu.read(), "app_cpu_s": app_cpu.read(),
-                "stdout": done.stdout}
+                "machine_cpu_s": machine.read(), "stdout": done.stdout}
 
     def only_object(self) -> str:
         """The S3 key of the one object in the bucket (the kept file), for aws-cli's and boto3's downloads."""
@@ -240,6 +241,7 @@ def summarize(runs: list[dict], size: int) -> dict:
         "cpu_s_per_gib": median(r["cpu_s"] for r in runs) * GiB / size,
         "s3_cpu_s_per_gib": median(r["s3_cpu_s"] for r in runs) * GiB / size,
         "app_cpu_s": median(r["app_cpu_s"] for r in runs),
+        "machine_busy_cores": median(r["machine_cpu_s"] / r["wall_s"] for r in runs),
         "runs": runs,
     }
 

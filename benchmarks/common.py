@@ -113,6 +113,23 @@ class CpuMeter:
         return self.total() - self.started
 
 
+def machine_busy() -> float:
+    """CPU seconds all processes on the machine have used since boot (``/proc/stat``: all but idle and iowait)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    return (sum(fields[:8]) - fields[3] - fields[4]) / CLK_TCK
+
+
+class MachineMeter:
+    """CPU seconds the whole machine used between start and read: with the parties' own, it shows others' load."""
+
+    def start(self) -> MachineMeter:
+        self.started = machine_busy()
+        return self
+
+    def read(self) -> float:
+        return machine_busy() - self.started
+
+
 def wait_for_port(port: int, process: subprocess.Popen | None, what: str, timeout: float = 60) -> None:
     """Until something accepts connections on 127.0.0.1:port; stops the run if ``process`` dies first."""
     deadline = time.monotonic() + timeout

@@ -130,16 +130,18 @@ class Report:
                  "boto3 talk to S3 with its keys and check nothing (`when_required` checksums).", "")
         for s3, d in runs.items():
             self.add(f"### {d['s3']}", "",
-                     "| | wall s | MB/s | client CPU s/GiB | S3 server CPU s/GiB | vs aws-cli: speed | vs aws-cli: CPU |",
-                     "|---|---:|---:|---:|---:|---:|---:|")
+                     "| | wall s | MB/s | client CPU s/GiB | S3 server CPU s/GiB | machine busy, cores | vs aws-cli: speed "
+                     "| vs aws-cli: CPU |",
+                     "|---|---:|---:|---:|---:|---:|---:|---:|")
             for direction, by in d["results"].items():
                 aws = by["aws-cli"]
                 for method, r in by.items():
                     self.add(f"| {direction} {method} | {r['wall_s']:.2f} | {r['throughput_mb_s']:.0f} | "
                              f"{r['cpu_s_per_gib']:.2f} | {r['s3_cpu_s_per_gib']:.2f} | "
+                             f"{fmt(r.get('machine_busy_cores'), 2)} of {d['machine']['cpus']} | "
                              f"{r['throughput_mb_s'] / aws['throughput_mb_s']:.2f}x | "
                              f"{r['cpu_s_per_gib'] / aws['cpu_s_per_gib']:.2f}x |")
-            self.add(f"| MD5 alone (hashlib) | | | {d['md5_cpu_s_per_gib']:.2f} | | | |", "")
+            self.add(f"| MD5 alone (hashlib) | | | {d['md5_cpu_s_per_gib']:.2f} | | | | |", "")
             self.client_targets(s3, d)
         self.image(plots.client(runs, self.images / "perf-client.png"), "client throughput and CPU")
 
@@ -154,14 +156,20 @@ class Report:
         app_busy = ours["app_cpu_s"] / ours["wall_s"]
         why_speed = ""
         if speed < 1.2:
-            why_speed = (f"During our upload the S3 server kept {s3_busy:.2f} of the {cores} cores busy, the client "
-                         f"{client_busy:.2f}, the app {app_busy:.2f} (total {s3_busy + client_busy + app_busy:.2f}): ")
-            if s3_busy + client_busy + app_busy >= 0.85 * cores:
-                why_speed += "the machine's cores are saturated, so a faster client cannot go faster here."
+            ours_busy = s3_busy + client_busy + app_busy
+            busy = ours.get("machine_busy_cores") or ours_busy
+            why_speed = (f"during our upload the S3 server kept {s3_busy:.2f} of the {cores} cores busy, the client "
+                         f"{client_busy:.2f}, the app {app_busy:.2f}; the whole machine was {busy:.2f} cores busy "
+                         f"(other processes: {max(0.0, busy - ours_busy):.2f}). ")
+            if busy >= 0.85 * cores:
+                why_speed += ("The cores were saturated, so no client could go faster here; the machine is shared, "
+                              "and the other processes' load fell on every client's runs alike.")
             elif s3_busy >= 0.8:
-                why_speed += "the S3 server is the bottleneck."
+                why_speed += ("The S3 server is the bottleneck: moto serves requests in Python under one GIL, about "
+                              "one core at most, whichever client sends them.") if s3 == "moto" else \
+                             "The S3 server is the bottleneck."
             else:
-                why_speed += "neither the S3 server nor the machine is saturated: the client itself is the limit."
+                why_speed += "Neither the S3 server nor the machine was saturated: the client itself is the limit."
         why_cpu = ""
         if cpu > 0.5:
             md5 = d["md5_cpu_s_per_gib"]
@@ -212,8 +220,9 @@ class Report:
             self.add(f"| {name} | {e['count']:,} | {e['per_second']:.1f} | {e['p50_ms']:.0f} | {e['p99_ms']:.0f} | "
                      f"{e['max_ms']:.0f} |")
         total = d["wall_s"] * d["machine"]["cpus"]
-        self.add("", "CPU seconds during the timed phase (" + f"{total:.0f} available on {d['machine']['cpus']} cores): "
-                 + ", ".join(f"{k} {v:.1f}" for k, v in d["cpu_s"].items()) + ". With 50 clients and "
+        busy = sum(d["cpu_s"].values())
+        self.add("", "CPU seconds during the timed phase (" + f"{total:.0f} available on {d['machine']['cpus']} cores, "
+                 f"{busy:.0f} used): " + ", ".join(f"{k} {v:.1f}" for k, v in d["cpu_s"].items()) + ". With 50 clients and "
                  f"{d['workers']} workers, requests queue for a free worker: the latencies are mostly that queue; "
                  "the throughput is what the cores give the app after PostgreSQL, moto and the client threads "
                  "have had theirs.", "")

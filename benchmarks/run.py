@@ -34,7 +34,7 @@ BENCHMARKS = ("presign", "scale", "concurrency", "client", "cleanup")
 FULL = {
     "presign": [["bench_presign.py", "--parts", "10000", "--repeat", "7"]],
     "scale": [["bench_scale.py", "--parts", "10,1000,10000", "--files", "10,100,1000", "--repeat", "5"]],
-    "concurrency": [["bench_concurrency.py", "--clients", "50", "--uploads", "6", "--workers", "4"]],
+    "concurrency": [["bench_concurrency.py", "--clients", "50", "--uploads", "6", "--workers", "8"]],
     "client": [["bench_client.py", "--s3", s3, "--size-mib", "1024", "--repeat", "3"] for s3 in ("moto", "ceph")],
     "cleanup": [["bench_cleanup.py", "--db", "postgresql", "--counts", "1000,10000"],
                 ["bench_cleanup.py", "--db", "sqlite", "--counts", "1000"]],
@@ -42,7 +42,7 @@ FULL = {
 QUICK = {
     "presign": [["bench_presign.py", "--parts", "2000", "--repeat", "3"]],
     "scale": [["bench_scale.py", "--parts", "10,100,1000", "--files", "10,100", "--repeat", "3"]],
-    "concurrency": [["bench_concurrency.py", "--clients", "50", "--uploads", "2", "--workers", "4"]],
+    "concurrency": [["bench_concurrency.py", "--clients", "50", "--uploads", "2", "--workers", "8"]],
     "client": [["bench_client.py", "--s3", s3, "--size-mib", "128", "--repeat", "1"] for s3 in ("moto", "ceph")],
     "cleanup": [["bench_cleanup.py", "--db", "postgresql", "--counts", "100,500"],
                 ["bench_cleanup.py", "--db", "sqlite", "--counts", "100"]],
