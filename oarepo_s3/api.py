@@ -190,3 +190,30 @@ class MultipartUpload:
     def __repr__(self) -> str:
         """Show what matters when debugging."""
         return f"<MultipartUpload key={self.key!r} size={self.size} parts={self.num_parts}x{self.part_size}>"
+
+
+EMPTY_FILE_CHECKSUM = "md5:d41d8cd98f00b204e9800998ecf8427e"
+"""The checksum of zero bytes, as invenio-files-rest writes checksums."""
+
+
+class EmptyFile:
+    """The ``stream`` of an empty file for ``ObjectVersion.create``.
+
+    S3 has no multipart upload of zero parts, and there is nothing to upload:
+    the storage writes the empty object itself (one PutObject without
+    payload) and the file is complete at once.
+
+    :param content_type: stored on the S3 object; guessed from ``key`` when None.
+    :raises InvalidUploadRequest: a key or content type that breaks a rule.
+    """
+
+    def __init__(self, key: str, content_type: str | None = None):
+        """Validate like :class:`MultipartUpload` does."""
+        self.key = validate_key(key)
+        if content_type is not None and (not isinstance(content_type, str) or "\n" in content_type):
+            raise InvalidUploadRequest("content_type", "must be a MIME type string")
+        self.content_type = content_type or mimetypes.guess_type(self.key)[0] or "application/octet-stream"
+
+    def __bool__(self) -> bool:
+        """Always true: ``ObjectVersion.create`` only saves a truthy ``stream``."""
+        return True

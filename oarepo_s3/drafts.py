@@ -25,7 +25,7 @@ from invenio_records_files.api import Record
 from sqlalchemy.orm import contains_eager
 
 from . import service
-from .api import MultipartUpload, MultipartUploadStatus
+from .api import EmptyFile, MultipartUpload, MultipartUploadStatus
 from .errors import FileKeyExists, FileNotFound, RecordNotFound, RecordStateConflict
 from .models import MultipartUploadSession
 from .proxies import current_oarepo_s3
@@ -176,6 +176,27 @@ def start_file_upload(
         current_oarepo_s3.s3.abort_multipart_upload(mu.session["bucket"], mu.session["key"], mu.session["upload_id"])
         raise
     return service.get_session(mu.session["id"]), mu.session
+
+
+def create_empty_file(record: DraftRecord, key: str, *, content_type: str | None = None) -> FileEntry:
+    """Add an empty file to the draft: written to S3 at once (no upload, no payload); commit.
+
+    :raises FileKeyExists: the draft already has a file with that key.
+    :raises InvalidUploadRequest: a field breaks a rule (nothing is created).
+    :raises S3Error: S3 refused the empty object (nothing is recorded).
+    """
+    _ensure_draft(record)
+    stream = EmptyFile(key, content_type)
+    if ObjectVersion.get(record.bucket_id, stream.key) is not None:
+        raise FileKeyExists(stream.key)
+    try:
+        with db.session.begin_nested():
+            ObjectVersion.create(record.bucket, stream.key, stream=stream, mimetype=stream.content_type)
+        db.session.commit()
+    except Exception:
+        db.session.rollback()
+        raise
+    return get_file(record, stream.key)
 
 
 def complete_file_upload(record: DraftRecord, key: str, parts) -> FileEntry:

@@ -178,6 +178,10 @@ class S3Client:
             raise
         return ObjectInfo(size=response["ContentLength"], etag=normalize_etag(response.get("ETag")))
 
+    def put_empty_object(self, bucket: str, key: str, content_type: str) -> None:
+        """Write a 0-byte object (an empty file needs no upload)."""
+        self.call("put_object", Bucket=self.bucket_name(bucket), Key=key, Body=b"", ContentType=content_type)
+
     def delete_object(self, bucket: str, key: str) -> None:
         """Delete an object (no error when it does not exist)."""
         self.call("delete_object", Bucket=self.bucket_name(bucket), Key=key)

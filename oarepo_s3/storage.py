@@ -10,7 +10,7 @@ from invenio_files_rest.storage import pyfs_storage_factory
 from invenio_s3.helpers import redirect_stream
 from invenio_s3.storage import S3FSFileStorage
 
-from .api import MultipartUpload
+from .api import EMPTY_FILE_CHECKSUM, EmptyFile, MultipartUpload
 from .errors import InvalidUploadRequest, UploadPending
 from .proxies import current_oarepo_s3
 from .s3 import split_s3_url
@@ -29,7 +29,7 @@ class S3FileStorage(S3FSFileStorage):
     """The FileInstance this storage serves (set by :func:`s3_storage_factory`)."""
 
     def save(self, incoming_stream, size_limit=None, size=None, chunk_size=None, progress_callback=None):
-        """Store a stream as invenio-s3 does, or start a direct multipart upload.
+        """Store a stream as invenio-s3 does, start a direct multipart upload, or write an empty file.
 
         For a :class:`MultipartUpload`, returns ``(uri, size, checksum, readable)``:
         ``FileInstance.set_contents`` passes it on to ``set_uri``, so the file
@@ -37,6 +37,10 @@ class S3FileStorage(S3FSFileStorage):
 
         :raises InvalidUploadRequest: the declared size exceeds the bucket's limit.
         """
+        if isinstance(incoming_stream, EmptyFile):
+            bucket, key = split_s3_url(self.fileurl)
+            current_oarepo_s3.s3.put_empty_object(bucket, key, incoming_stream.content_type)
+            return self.fileurl, 0, EMPTY_FILE_CHECKSUM, True
         if not isinstance(incoming_stream, MultipartUpload):
             return super().save(
                 incoming_stream,

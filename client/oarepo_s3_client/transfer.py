@@ -35,6 +35,9 @@ from .progress import AggregatedProgress, ProgressSubscriber
 from .s3http import FileReader, new_s3_session
 from .sender import FileUpload, PartSender
 from .state import StateStore
+
+EMPTY_CHECKSUM = "md5:d41d8cd98f00b204e9800998ecf8427e"
+"""What the server stores as the checksum of an empty file (no upload: it writes the object itself)."""
 from .verify import verify_completed
 
 
@@ -133,7 +136,7 @@ class Uploader:
 
         :param key: the file's key in the draft (default: the file name).
         :returns: the result; ``status`` is ``completed`` or ``skipped`` (already there, same checksum).
-        :raises UsageError: not a regular, non-empty file.
+        :raises UsageError: not a regular file.
         :raises AuthError: the token may not upload into the draft.
         :raises IntegrityError: the stored file differs from the local one.
         :raises Interrupted: :meth:`cancel` or Ctrl-C; run again to resume.
@@ -146,8 +149,6 @@ class Uploader:
             raise UsageError(f"{path}: {e.strerror or e}") from e
         if not path.is_file():
             raise UsageError(f"{path}: not a regular file")
-        if st.st_size == 0:
-            raise ClientError(f"{path}: empty files cannot be uploaded (the server takes 1 byte or more)")
         key = key or path.name
         started = self._clock()
         try:
@@ -266,9 +267,20 @@ class Uploader:
                     self.api.abort(existing["links"]["abort"])
                     continue
                 return self._resume(path, key, st, session, existing["links"], None)
+            if created.get("status") == "completed":  # an empty file: created complete, nothing to send
+                return self._created_empty(path, key, st, created)
             session = created["multipart_upload"]
             return self._new_file(path, key, st, session, created["links"], resumed=False)
         raise ClientError(f"{key!r}: could not start an upload (the key keeps changing on the server)")
+
+    @staticmethod
+    def _created_empty(path: Path, key: str, st: os.stat_result, created: dict) -> UploadResult:
+        if created.get("size") != 0 or created.get("checksum") != EMPTY_CHECKSUM:
+            raise IntegrityError(f"{key!r}: the server stored {created.get('size')} bytes "
+                                 f"({created.get('checksum')}) for an empty file")
+        links = created.get("links") or {}
+        return UploadResult(str(path), key, "completed", 0, created["checksum"], links.get("self"),
+                            links.get("content"))
 
     def _session_or_none(self, multipart_url: str | None) -> dict | None:
         if not multipart_url:

@@ -87,6 +87,11 @@ def init_upload(pid_value):
         raise RequestValidationError([("multipart", "only direct multipart uploads are supported: add ?multipart=True")])
     body = parse_json_or_form(init_upload_schema)
     key = validate_rest_key(body["key"])
+    if body["size"] == 0:  # nothing to upload: the empty file is created complete, without a multipart upload
+        entry = drafts.create_empty_file(record, key, content_type=body["multipart_content_type"])
+        response = jsonify(file_json(record, entry))
+        response.status_code = 201
+        return response
     url_values = {"pid_value": record.pid_value, "key": key}
     session, described = drafts.start_file_upload(
         record,

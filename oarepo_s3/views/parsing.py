@@ -65,7 +65,7 @@ def init_upload_schema(strict: bool) -> Schema:
 
     class InitUploadSchema(Schema):
         key = fields.String(required=True)
-        size = integer(strict=strict, required=True)
+        size = integer(strict=strict, required=True, validate=validate.Range(min=0, error="must be 0 or more bytes"))
         multipart_content_type = fields.String(load_default=None, validate=validate.Length(max=255))
         part_size = integer(strict=strict, load_default=None, allow_none=True)
 

@@ -236,3 +236,14 @@ def test_abort_on_failure_aborts_the_upload(make_uploader, make_file, proxy, sta
         make_uploader(abort_on_failure=True, config_kwargs={"max_attempts": 3}).upload(path)
     after = state()
     assert after["s3_uploads"] == [] and after["objects"] == []
+
+
+def test_empty_file_is_uploaded_and_a_rerun_skips_it(make_uploader, make_file, proxy, owner):
+    """No parts: the server creates the empty file complete; nothing goes to S3 from the client."""
+    path = make_file("empty.txt", 0)
+    result = make_uploader().upload(path)
+    assert (result.status, result.size, result.checksum) == ("completed", 0, "md5:d41d8cd98f00b204e9800998ecf8427e")
+    assert result.parts == result.parts_sent == 0 and proxy.part_puts() == []
+    assert owner.api().get(result.content_url, timeout=60).content == b""
+    again = make_uploader().upload(path)
+    assert again.status == "skipped" and again.checksum == result.checksum

@@ -202,3 +202,26 @@ def test_content_sha256_is_signed_as_the_payload_hash(owner, draft, s3_backend):
                         ({"2": digest}, "content_sha256.2")):
         bad = owner.api().post(sign, json={"parts": [1], "content_sha256": body}, timeout=30)
         assert bad.status_code == 400 and bad.json()["errors"][0]["field"] == field, bad.text
+
+
+def test_empty_file_is_created_complete_without_an_upload(owner, draft, s3_client, s3_bucket):
+    """Size 0: S3 has no multipart upload of zero parts, so the server writes the empty object itself."""
+    files = f"{draft['links']['files']}?multipart=True"
+    created = owner.api().post(files, json={"key": "docs/.keep", "size": 0, "multipart_content_type": "text/plain"},
+                               timeout=30)
+    assert created.status_code == 201, created.text
+    data = created.json()
+    assert (data["status"], data["size"], data["checksum"]) == ("completed", 0, "md5:d41d8cd98f00b204e9800998ecf8427e")
+    assert "multipart_upload" not in data and "sign" not in data["links"]
+    assert s3_client.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", []) == []
+    stored = [o for o in s3_client.list_objects_v2(Bucket=s3_bucket).get("Contents", [])]
+    assert [o["Size"] for o in stored] == [0]
+    assert s3_client.head_object(Bucket=s3_bucket, Key=stored[0]["Key"])["ContentType"] == "text/plain"
+    redirect = owner.api().get(data["links"]["content"], allow_redirects=False, timeout=30)
+    assert redirect.status_code == 302
+    got = requests.get(redirect.headers["Location"], timeout=30)
+    assert got.status_code == 200 and got.content == b""
+    again = owner.api().post(files, json={"key": "docs/.keep", "size": 0}, timeout=30)
+    assert again.status_code == 409
+    published = owner.api().post(draft["links"]["publish"], timeout=30)
+    assert published.status_code in (200, 202), published.text
