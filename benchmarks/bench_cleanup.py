@@ -174,11 +174,24 @@ def rss() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def statement_kind(statement: str) -> str:
+    """``DELETE files_files``, ``SELECT oarepo_s3_multipart_upload``...: the verb and the first table."""
+    words = statement.replace('"', "").split()
+    verb = words[0].upper() if words else "?"
+    marker = {"SELECT": "FROM", "DELETE": "FROM", "INSERT": "INTO", "UPDATE": "UPDATE"}.get(verb)
+    if marker is None:
+        return verb
+    upper = [w.upper() for w in words]
+    table = words[upper.index(marker) + 1] if marker in upper[:-1] else "?"
+    return f"{verb} {table.strip('(),')}"
+
+
 class SqlTimer:
     """Wall time the database driver spends executing statements and committing, and the statement count."""
 
     def __init__(self, engine):
         self.engine, self.execute, self.commit, self.statements = engine, 0.0, 0.0, 0
+        self.by_kind: dict[str, list] = {}
         self._started: dict[int, float] = {}
         sa.event.listen(engine, "before_cursor_execute", self._before)
         sa.event.listen(engine, "after_cursor_execute", self._after)
@@ -198,8 +211,18 @@ class SqlTimer:
         self._started[id(cursor)] = time.perf_counter()
 
     def _after(self, conn, cursor, statement, parameters, context, executemany):
-        self.execute += time.perf_counter() - self._started.pop(id(cursor), time.perf_counter())
+        elapsed = time.perf_counter() - self._started.pop(id(cursor), time.perf_counter())
+        self.execute += elapsed
         self.statements += 1
+        kind = self.by_kind.setdefault(statement_kind(statement), [0, 0.0])
+        kind[0] += 1
+        kind[1] += elapsed
+
+    def slowest(self, sessions: int, n: int = 4) -> list[dict]:
+        """The statement kinds that took the most time: per session, count and ms."""
+        top = sorted(self.by_kind.items(), key=lambda kv: -kv[1][1])[:n]
+        return [{"statement": k, "per_session": round(c / sessions, 2), "ms_per_session": round(t / sessions * 1e3, 3),
+                 "ms_each": round(t / c * 1e3, 3)} for k, (c, t) in top]
 
     def remove(self) -> None:
         sa.event.remove(self.engine, "before_cursor_execute", self._before)
@@ -265,6 +288,7 @@ def measure(app: Flask, client, count: int, trace: bool, file_id_index: bool, s3
             "sql_execute_seconds": round(sql.execute, 3),
             "sql_commit_seconds": round(sql.commit, 3),
             "sql_statements_per_session": round(sql.statements / count, 1),
+            "sql_slowest": sql.slowest(count),
             "other_seconds": round(seconds - abort_seconds[0] - sql.execute - sql.commit, 3),
             "process_cpu_seconds": round(own_cpu, 3),
             **servers_cpu,
@@ -289,6 +313,9 @@ def print_table(rows: list[dict], database: str, trace: bool, file_id_index: boo
               f"{r['process_cpu_seconds']:>9.2f} | {r['s3_server_cpu_seconds']:>10.2f} | "
               f"{r.get('db_server_cpu_seconds', float('nan')):>8.2f} | "
               f"{r['sql_statements_per_session']:>11} | {r['rss_growth_bytes'] / MiB:>14.2f} | {heap:>8}")
+    for r in rows:
+        print(f"{r['count']:>9,}: slowest SQL per session: " + "; ".join(
+            f"{s['statement']} x{s['per_session']:g} {s['ms_per_session']:.2f} ms" for s in r["sql_slowest"]))
     print("(S3 abort: inside AbortMultipartUpload calls, moto included; SQL: the driver executing statements;\n"
           " commit: the driver's commits; rest: everything else (ORM, files-rest, botocore); own CPU: this\n"
           " process's CPU seconds; moto CPU: the S3 server's; DB CPU: PostgreSQL's, nan on SQLite.)")

@@ -111,7 +111,8 @@ class Report:
             r = comp[big]
             self.add(f"Completing {int(big):,} parts took {r['median_ms']:.0f} ms, of which moto used "
                      f"{r['s3_cpu_ms']:.0f} ms of CPU (ListParts, 1,000 parts a page, and assembling the object) and "
-                     f"the app {r['app_cpu_ms']:.0f} ms (comparing every part's number, ETag and size). "
+                     f"the app {r['app_cpu_ms']:.0f} ms (botocore parsing the {int(big) // 1000 or 1} ListParts "
+                     "pages, then comparing every part's number, ETag and size). "
                      "Init and re-sign answer one presigned URL per part, so they grow with the part count by "
                      "design; the time per part is the figure to watch.", "")
 
@@ -250,6 +251,13 @@ class Report:
                          f"{r['sql_statements_per_session']} | {r['process_cpu_seconds']:.1f} | "
                          f"{r['s3_server_cpu_seconds']:.1f} | {fmt(r.get('db_server_cpu_seconds'))} | "
                          f"{r['rss_growth_bytes'] / common.MiB:.1f} |")
+        self.add("")
+        for db, d in runs.items():
+            for r in d["rows"]:
+                if r.get("sql_slowest"):
+                    self.add(f"- {db}, {r['count']:,} sessions, the statements that took longest (per session): " + "; ".join(
+                        f"`{x['statement']}` x{x['per_session']:g}, {x['ms_per_session']:.2f} ms"
+                        for x in r["sql_slowest"]))
         self.add("")
         self.image(plots.cleanup({db: d["rows"] for db, d in runs.items()}, self.images / "perf-cleanup.png"),
                    "cleanup time per session")
