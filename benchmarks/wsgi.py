@@ -7,8 +7,10 @@ already be seeded (the benchmark does it before starting gunicorn).
 Every request and response body passing through the app is counted at the
 WSGI level: ``GET /_bench/bytes`` answers this worker's counts (bytes the
 app read from request bodies, bytes it wrote in response bodies, requests)
-and is itself not counted. The payload benchmark runs one worker, so the
-counts are the app's.
+and is itself not counted. Bodies that are neither JSON nor the short page
+of a redirect are counted apart as well (``non_json_*``): a file's bytes
+passing through the app would show there. The payload benchmark runs one
+worker, so the counts are the app's.
 """
 
 from __future__ import annotations
