@@ -294,6 +294,7 @@ def measure(app: Flask, client, count: int, trace: bool, file_id_index: bool, s3
             **servers_cpu,
             "peak_heap_bytes": heap,
             "rss_growth_bytes": rss_growth,
+            "peak_rss_bytes": sampler.peak,
             "s3_setup_seconds": round(s3_setup, 3),
         }
 

@@ -30,7 +30,9 @@ parallel ranged GETs), ``aws s3 cp s3://... FILE``, ``client.download_file``.
 **Payload bytes.** The app counts every request and response body byte at
 the WSGI level (``benchmarks/wsgi.py``). The counts over the ``oarepo-s3``
 upload and download runs are reported: control JSON only, and 0 bytes that
-are not JSON (the file's bytes never reach the app).
+are not JSON (the file's bytes never reach the app). First, 1 MiB sent
+through the app's echo route must show in the counters, in and out: the
+zero is measured by counters that do see payload.
 
 Methods run in a rotating order after a warm-up upload and download;
 medians of ``--repeat`` runs. Ceph RGW keeps objects in RAM (memstore):
@@ -222,6 +224,17 @@ class Bench:
         self.out.unlink()
         return run
 
+    def counter_check(self, size: int = MiB) -> dict:
+        """Send ``size`` bytes through the app's echo route: the counters must see them (else 0 proves nothing)."""
+        before = self.server.byte_counts()
+        response = self.api.post(f"{self.server.url}/_bench/echo", data=os.urandom(size),
+                                 headers={"Content-Type": "application/octet-stream"}, timeout=60)
+        seen = delta(before, self.server.byte_counts())
+        if len(response.content) != size or seen["non_json_request_body_bytes"] != size \
+                or seen["non_json_response_body_bytes"] != size:
+            raise SystemExit(f"the app's byte counters missed a {size}-byte payload: {seen}")
+        return seen
+
     def collect_garbage(self) -> None:
         """Ceph keeps deleted objects' data until its garbage collector runs: run it now (memstore is RAM)."""
         if self.s3.ceph_dir is None:
@@ -264,6 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         bench.path.read_bytes()  # into the page cache, for every method alike
         bench.upload("oarepo-s3", keep=True)  # warm-up, and the file the downloads read
         bench.download("oarepo-s3", check=True)  # warm-up, and proof the bytes came back
+        control = bench.counter_check()
         bench.payload = {"upload": [], "download": []}
         up: dict[str, list[dict]] = {m: [] for m in METHODS}
         down: dict[str, list[dict]] = {m: [] for m in METHODS}
@@ -287,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     common.write_result(f"client-{args.s3}", {
         "s3": s3_name, "s3_kind": args.s3, "size_mib": args.size_mib, "part_size_mib": args.part_size_mib,
         "concurrency": args.concurrency, "repeat": args.repeat, "md5_cpu_s_per_gib": floor,
-        "results": rows, "payload": payload_summary, "payload_runs": payload,
+        "results": rows, "payload": payload_summary, "payload_runs": payload, "counter_check": control,
         "versions": common.package_versions("oarepo-s3-client", "awscli", "boto3", "botocore", "s3transfer",
                                             "requests", "moto"),
     }, args.json)

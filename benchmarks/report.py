@@ -195,14 +195,22 @@ class Report:
                  "(`benchmarks/wsgi.py`); these are the counts during one `oarepo-s3 upload` and one "
                  "`oarepo-s3 download` of the file above (the largest of the runs). Control bytes are JSON (and the "
                  "short page of the 302 redirect); payload bytes are any other body bytes.", "",
-                 "| S3 | transfer | file bytes | app requests | bytes received | bytes sent | payload bytes |",
-                 "|---|---|---:|---:|---:|---:|---:|")
+                 "| S3 | transfer | file bytes | app requests | request bytes declared | bytes read | bytes sent | "
+                 "payload bytes |",
+                 "|---|---|---:|---:|---:|---:|---:|---:|")
         for s3, d in runs.items():
             for direction, p in d["payload"].items():
                 payload = p["non_json_request_body_bytes"] + p["non_json_response_body_bytes"]
                 self.add(f"| {d['s3']} | {direction} | {d['size_mib'] * common.MiB:,} | {p['requests']} | "
-                         f"{p['request_body_bytes']:,} | {p['response_body_bytes']:,} | **{payload}** |")
+                         f"{p.get('declared_request_body_bytes', 0):,} | {p['request_body_bytes']:,} | "
+                         f"{p['response_body_bytes']:,} | **{payload}** |")
         self.add("")
+        checks = [d["counter_check"] for d in runs.values() if d.get("counter_check")]
+        if checks:
+            c = checks[0]
+            self.add(f"The counters do see payload: before these runs, {c['non_json_request_body_bytes']:,} bytes "
+                     f"of octet-stream sent through the app's echo route counted {c['non_json_request_body_bytes']:,}"
+                     f" payload bytes in and {c['non_json_response_body_bytes']:,} out.", "")
 
     def concurrency(self) -> None:
         d = self.data.get("concurrency")
@@ -237,10 +245,11 @@ class Report:
         self.add("`benchmarks/bench_cleanup.py`: that many expired sessions, each a real multipart upload in moto "
                  "(own process), ten to a bucket; one `run_cleanup` (the Celery task's body) expires them all; "
                  "afterwards every session is expired, S3 holds no upload and the buckets' sizes are back to 0. "
-                 "Memory: growth of the process's RSS during the run.", "",
+                 "Memory: the process's peak RSS during the run (the whole Invenio app included) and its growth "
+                 "over the RSS at the start.", "",
                  "| database | sessions | time s | sessions/s | ms/session: S3 abort | SQL | commit | rest | "
-                 "SQL statements/session | own CPU s | moto CPU s | DB CPU s | RSS growth MiB |",
-                 "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+                 "SQL statements/session | own CPU s | moto CPU s | DB CPU s | peak RSS MiB | RSS growth MiB |",
+                 "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for db, d in runs.items():
             for r in d["rows"]:
                 per = {k: r[k] / r["count"] * 1e3 for k in ("s3_abort_seconds", "sql_execute_seconds",
@@ -250,6 +259,7 @@ class Report:
                          f"{per['sql_commit_seconds']:.1f} | {per['other_seconds']:.1f} | "
                          f"{r['sql_statements_per_session']} | {r['process_cpu_seconds']:.1f} | "
                          f"{r['s3_server_cpu_seconds']:.1f} | {fmt(r.get('db_server_cpu_seconds'))} | "
+                         f"{fmt(r['peak_rss_bytes'] / common.MiB if 'peak_rss_bytes' in r else None)} | "
                          f"{r['rss_growth_bytes'] / common.MiB:.1f} |")
         self.add("")
         for db, d in runs.items():

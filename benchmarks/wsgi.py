@@ -9,8 +9,9 @@ WSGI level: ``GET /_bench/bytes`` answers this worker's counts (bytes the
 app read from request bodies, bytes it wrote in response bodies, requests)
 and is itself not counted. Bodies that are neither JSON nor the short page
 of a redirect are counted apart as well (``non_json_*``): a file's bytes
-passing through the app would show there. The payload benchmark runs one
-worker, so the counts are the app's.
+passing through the app would show there; ``POST /_bench/echo`` (counted)
+sends its body back as octet-stream, so a benchmark can show that they do.
+The payload benchmark runs one worker, so the counts are the app's.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ class ByteCounter:
         self.app = app
         self.lock = threading.Lock()
         self.counts = {"request_body_bytes": 0, "response_body_bytes": 0, "requests": 0,
+                       "declared_request_body_bytes": 0,
                        "non_json_request_body_bytes": 0, "non_json_response_body_bytes": 0}
 
     def add(self, **amounts) -> None:
@@ -51,7 +53,8 @@ class ByteCounter:
                 body = json.dumps({**self.counts, "pid": os.getpid()}).encode()
             start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
             return [body]
-        self.add(requests=1)
+        # Declared as well as read: a body the app never reads still reached it.
+        self.add(requests=1, declared_request_body_bytes=int(environ.get("CONTENT_LENGTH") or 0))
         stream = environ["wsgi.input"]
         request_json = "json" in (environ.get("CONTENT_TYPE") or "")
         counter = self
@@ -83,7 +86,8 @@ class ByteCounter:
             content_type["redirect"] = status.startswith("3")
             return start_response(status, headers, exc_info)
 
-        return self._counted(self.app(environ, counting_start_response), content_type)
+        app = echo if environ.get("PATH_INFO") == "/_bench/echo" else self.app
+        return self._counted(app(environ, counting_start_response), content_type)
 
     def _counted(self, iterable, content_type: dict):
         try:
@@ -96,6 +100,13 @@ class ByteCounter:
         finally:
             if hasattr(iterable, "close"):
                 iterable.close()
+
+
+def echo(environ, start_response):
+    """``/_bench/echo``: answers the request body as octet-stream (counted), to show the counters see payload."""
+    body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+    start_response("200 OK", [("Content-Type", "application/octet-stream"), ("Content-Length", str(len(body)))])
+    return [body]
 
 
 app = ByteCounter(create_app(json.loads(os.environ["OAREPO_S3_BENCH_CONFIG"])))
