@@ -231,10 +231,13 @@ class Report:
         total = d["wall_s"] * d["machine"]["cpus"]
         busy = sum(d["cpu_s"].values())
         self.add("", "CPU seconds during the timed phase (" + f"{total:.0f} available on {d['machine']['cpus']} cores, "
-                 f"{busy:.0f} used): " + ", ".join(f"{k} {v:.1f}" for k, v in d["cpu_s"].items()) + ". With 50 clients and "
-                 f"{d['workers']} workers, requests queue for a free worker: the latencies are mostly that queue; "
-                 "the throughput is what the cores give the app after PostgreSQL, moto and the client threads "
-                 "have had theirs.", "")
+                 f"{busy:.0f} used): " + ", ".join(f"{k} {v:.1f}" for k, v in d["cpu_s"].items()) + ".", "")
+        alone = self.data.get("scale", {}).get("parts", {}).get("init", {}).get("10")
+        if alone:
+            self.add(f"Alone, an init of 10 parts takes {alone['median_ms']:.0f} ms (see the scale section); here its "
+                     f"p50 is {d['endpoints']['init']['p50_ms']:.0f} ms: with {d['clients']} clients and "
+                     f"{d['workers']} workers, most of a request's time is spent waiting for a free worker and for "
+                     "the cores, which the app shares with PostgreSQL, moto and the clients on this machine.", "")
         self.image(plots.concurrency(d, self.images / "perf-concurrency.png"), "latency under concurrency")
 
     def cleanup(self) -> None:
@@ -271,10 +274,11 @@ class Report:
         self.add("")
         self.image(plots.cleanup({db: d["rows"] for db, d in runs.items()}, self.images / "perf-cleanup.png"),
                    "cleanup time per session")
+        statements = next(iter(runs.values()))["rows"][0]["sql_statements_per_session"]
         self.add("Each session is expired in its own short transaction (claim with `FOR UPDATE SKIP LOCKED`, abort "
                  "in S3, remove the pending ObjectVersion and FileInstance, give the bucket its size back, mark the "
-                 "session): one S3 call, about 17 SQL statements and one commit per session, so the time grows "
-                 "linearly with the backlog and memory stays flat. \"rest\" is Python in the cleanup's process: "
+                 f"session): one S3 call, {statements:g} SQL statements and one commit per session, so the time "
+                 "per session should not grow with the backlog, and memory should stay flat (see the table). \"rest\" is Python in the cleanup's process: "
                  "SQLAlchemy's ORM (lazy loads, flushes) and files-rest's model code around those statements, and "
                  "botocore. moto answers every request with `Connection: close`, so each abort also opens a new TCP "
                  "connection; a real S3 keeps connections alive.", "")
@@ -330,6 +334,31 @@ class Report:
         return "\n".join(self.lines)
 
 
+def print_ratios(data: dict[str, dict]) -> None:
+    """Every side-by-side ratio of the run, one line each."""
+    rows = []
+    if "presign" in data:
+        for name, m in data["presign"]["methods"].items():
+            if name != "ours batch":
+                rows.append((f"presign {name} / ours batch (time)", m["ratio_vs_ours"]))
+    for key in sorted(k for k in data if k.startswith("client-")):
+        d = data[key]
+        for direction, by in d["results"].items():
+            ours = by["oarepo-s3"]
+            for other in ("aws-cli", "boto3"):
+                rows.append((f"{d['s3']}: {direction} oarepo-s3 / {other} (throughput)",
+                             ours["throughput_mb_s"] / by[other]["throughput_mb_s"]))
+                rows.append((f"{d['s3']}: {direction} oarepo-s3 / {other} (client CPU per GiB)",
+                             ours["cpu_s_per_gib"] / by[other]["cpu_s_per_gib"]))
+    if not rows:
+        return
+    width = max(len(label) for label, _ in rows)
+    print(f"{'ratio (side by side, medians)':<{width}}  {'value':>8}")
+    for label, value in rows:
+        print(f"{label:<{width}}  {value:>7.2f}x")
+    print()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--results", type=Path, default=common.RESULTS)
@@ -343,6 +372,7 @@ def main(argv: list[str] | None = None) -> int:
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(report.render())
     print(f"\nwrote {args.output} and its figures in {args.images}\n")
+    print_ratios(data)
     width = max(len(t) for t, *_ in report.targets) if report.targets else 10
     print(f"{'target':<{width}}  {'measured':>10}  met")
     for target, measured, met, _ in report.targets:
