@@ -16,9 +16,10 @@ Uploads:
 
 * ``oarepo-s3`` - the real command, ``python -m oarepo_s3_client upload FILE
   --draft URL --json``, through the app (the demo app under gunicorn, one
-  worker with 8 threads, on PostgreSQL): it hashes every part (Content-MD5,
-  signed into the part's URL by the server), PUTs straight to S3, completes
-  and verifies the final checksum;
+  worker with 8 threads, on PostgreSQL): it hashes every part (Content-MD5
+  or SHA-256, as its ``--checksum`` default chooses; signed into the part's
+  URL by the server, checked by S3), PUTs straight to S3, completes and
+  verifies the final checksum;
 * ``aws-cli``   - ``aws s3 cp FILE s3://bucket/key`` with the same
   ``multipart_chunksize``/``max_concurrent_requests``, checksums
   ``when_required`` (no Content-MD5, nothing verified);
@@ -82,12 +83,15 @@ def child_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def md5_floor(sample: int = 256 * MiB) -> float:
-    """CPU seconds per GiB that hashlib's MD5 alone costs on this machine."""
+def hash_floors(sample: int = 256 * MiB) -> dict[str, float]:
+    """CPU seconds per GiB that hashlib's MD5 and SHA-256 alone cost on this machine."""
     data = os.urandom(sample)
-    start = time.process_time()
-    hashlib.md5(data).digest()
-    return (time.process_time() - start) * GiB / sample
+    floors = {}
+    for name in ("md5", "sha256"):
+        start = time.process_time()
+        hashlib.new(name, data).digest()
+        floors[name] = (time.process_time() - start) * GiB / sample
+    return floors
 
 
 def write_random_file(path: Path, size: int) -> None:
@@ -182,6 +186,7 @@ class Bench:
                               "--json", "--state-dir", str(self.work / "state")])
             self.payload["upload"].append(delta(before, self.server.byte_counts()))
             result = json.loads(run.pop("stdout").splitlines()[-1])
+            run["checksum_algorithm"] = result.get("checksum_algorithm", "md5")
             if result["status"] != "completed" or result["size"] != self.size:
                 raise SystemExit(f"oarepo-s3 upload: {result}")
             if keep:
@@ -291,16 +296,18 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         bench.close()
 
-    floor = md5_floor()
+    floors = hash_floors()
+    algorithms = sorted({r.get("checksum_algorithm") for r in up["oarepo-s3"]} - {None})
     rows = {"upload": {m: summarize(up[m], bench.size) for m in METHODS},
             "download": {m: summarize(down[m], bench.size) for m in METHODS}}
     payload_summary = {
         direction: {k: max(d[k] for d in deltas) for k in deltas[0]} for direction, deltas in payload.items()
     }
-    report(args, s3_name, rows, floor, payload_summary)
+    report(args, s3_name, rows, floors, algorithms, payload_summary)
     common.write_result(f"client-{args.s3}", {
         "s3": s3_name, "s3_kind": args.s3, "size_mib": args.size_mib, "part_size_mib": args.part_size_mib,
-        "concurrency": args.concurrency, "repeat": args.repeat, "md5_cpu_s_per_gib": floor,
+        "concurrency": args.concurrency, "repeat": args.repeat, "hash_cpu_s_per_gib": floors,
+        "checksum_algorithms": algorithms,
         "results": rows, "payload": payload_summary, "payload_runs": payload, "counter_check": control,
         "versions": common.package_versions("oarepo-s3-client", "awscli", "boto3", "botocore", "s3transfer",
                                             "requests", "moto"),
@@ -316,7 +323,7 @@ def ceph_version() -> str:
         return "(version unknown)"
 
 
-def report(args, s3_name: str, rows: dict, floor: float, payload: dict) -> None:
+def report(args, s3_name: str, rows: dict, floors: dict, algorithms: list[str], payload: dict) -> None:
     print(f"\n{args.size_mib} MiB, parts of {args.part_size_mib} MiB, concurrency {args.concurrency}, "
           f"median of {args.repeat}; S3: {s3_name}; {os.cpu_count()} CPUs")
     print(f"{'':<20} {'wall s':>7} {'MB/s':>7} {'CPU s/GiB':>10} {'S3 CPU s/GiB':>13}")
@@ -324,7 +331,9 @@ def report(args, s3_name: str, rows: dict, floor: float, payload: dict) -> None:
         for method, r in by_method.items():
             print(f"{direction + ' ' + method:<20} {r['wall_s']:>7.2f} {r['throughput_mb_s']:>7.1f} "
                   f"{r['cpu_s_per_gib']:>10.3f} {r['s3_cpu_s_per_gib']:>13.3f}")
-    print(f"{'MD5 floor':<20} {'':>7} {'':>7} {floor:>10.3f}   (hashlib MD5 alone; only oarepo-s3 hashes)")
+    for name, floor in floors.items():
+        print(f"{name + ' floor':<20} {'':>7} {'':>7} {floor:>10.3f}   (hashlib alone)")
+    print(f"oarepo-s3 had S3 verify its parts with: {', '.join(algorithms)} (only oarepo-s3 hashes)")
     ours, aws = rows["upload"]["oarepo-s3"], rows["upload"]["aws-cli"]
     speed = ours["throughput_mb_s"] / aws["throughput_mb_s"]
     cpu = ours["cpu_s_per_gib"] / aws["cpu_s_per_gib"]
