@@ -97,10 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--part-size", type=part_size_arg, metavar="BYTES",
                     help="bytes per part, 5MiB..5GiB (default: the server's, 16 MiB). Memory: about "
                          "concurrency x part size")
-    up.add_argument("--checksum", choices=CHECKSUMS, default="md5",
-                    help="what S3 verifies each part with: md5 (Content-MD5, every S3 server; default) or sha256 "
-                         "(signed payload hash: less CPU on CPUs with SHA extensions; used only after a probe "
-                         "shows that the S3 server verifies it, else md5)")
+    up.add_argument("--checksum", choices=CHECKSUMS, default="auto",
+                    help="what S3 verifies each part with: md5 (Content-MD5, every S3 server), sha256 (signed "
+                         "payload hash, used only after a probe shows that the S3 server verifies it, else md5), "
+                         "or auto (default: sha256 where this CPU hashes it faster than MD5, else md5)")
     up.add_argument("--key", help="key of the file in the draft (one file only; default: its name)")
     up.add_argument("--state-dir", metavar="DIR",
                     help="where resume state lives (default: $XDG_STATE_HOME/oarepo-s3 or ~/.local/state/oarepo-s3)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 MiB = 1024 * 1024
-CHECKSUMS = ("md5", "sha256")
+CHECKSUMS = ("auto", "md5", "sha256")
 """Per-part checksums S3 can verify (see :class:`TransferConfig`)."""
 
 
@@ -30,10 +30,12 @@ class TransferConfig:
     :param checksum: what each part's PUT carries for S3 to verify: ``"md5"``
         (``Content-MD5``; every S3 server checks it, and the part's ETag is
         compared with it too) or ``"sha256"`` (the SHA-256 signed as the payload
-        hash; less than half of MD5's CPU on CPUs with SHA extensions). With
-        ``"sha256"`` the first part of a run probes whether the S3 server
-        verifies it (AWS, Ceph RGW and MinIO do, moto does not) and falls
-        back to MD5 when it does not: integrity is never traded for speed.
+        hash; less than half of MD5's CPU on CPUs with SHA extensions).
+        ``"auto"`` (the default) is ``"sha256"`` where this CPU hashes SHA-256
+        faster than MD5, else ``"md5"``. With SHA-256 the first part of a run
+        probes whether the S3 server verifies it (AWS, Ceph RGW and MinIO do,
+        moto does not) and falls back to MD5 when it does not: integrity is
+        never traded for speed.
     """
 
     concurrency: int = 8
@@ -46,7 +48,7 @@ class TransferConfig:
     progress_threshold: int = 256 * 1024
     resign_margin: float = 60.0
     download_chunk_size: int = 16 * MiB
-    checksum: str = "md5"
+    checksum: str = "auto"
 
     def __post_init__(self):
         if self.concurrency < 1:

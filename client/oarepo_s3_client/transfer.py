@@ -30,7 +30,7 @@ from .errors import (
     UsageError,
 )
 from .models import DownloadResult, TransferConfig, UploadResult
-from .parts import etag_is_md5, md5_from_base64, normalize_etag, part_ranges, s3etag
+from .parts import etag_is_md5, md5_from_base64, normalize_etag, part_ranges, s3etag, sha256_is_cheaper
 from .progress import AggregatedProgress, ProgressSubscriber
 from .s3http import FileReader, new_s3_session
 from .sender import FileUpload, PartSender
@@ -341,8 +341,9 @@ class Uploader:
         self.sender.run(upload, todo)
 
     def _algorithm(self, upload: FileUpload, probe_part: int) -> str:
-        """``sha256`` if configured and this S3 proved (once per Uploader) that it verifies it, else ``md5``."""
-        if self.config.checksum != "sha256":
+        """``sha256`` if chosen (see ``TransferConfig.checksum``) and this S3 proved, once per Uploader, that it
+        verifies it; else ``md5``."""
+        if self.config.checksum == "md5" or (self.config.checksum == "auto" and not sha256_is_cheaper()):
             return "md5"
         with self._probe_lock:
             if self._sha256_verified is None:

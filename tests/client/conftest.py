@@ -92,7 +92,11 @@ def make_file(tmp_path):
 
 @pytest.fixture()
 def make_uploader(owner, draft_url, state_dir):
-    """``make_uploader(**kwargs)`` -> an Uploader for the draft: 5 MiB parts, 4 workers, fast retries."""
+    """``make_uploader(**kwargs)`` -> an Uploader for the draft: 5 MiB parts, 4 workers, fast retries, MD5.
+
+    MD5 (not the default ``auto``) keeps these tests about the same checks on
+    every machine and S3; tests/client/test_checksum_sha256.py covers the others.
+    """
     from oarepo_s3_client import TransferConfig, Uploader
 
     made = []
@@ -100,7 +104,7 @@ def make_uploader(owner, draft_url, state_dir):
     def make(token: str | None = None, **kwargs):
         config = kwargs.pop("config", None) or TransferConfig(
             concurrency=kwargs.pop("concurrency", 4), part_size=kwargs.pop("part_size", 5 * MiB),
-            backoff_initial=0.01, backoff_max=0.05, **kwargs.pop("config_kwargs", {}),
+            backoff_initial=0.01, backoff_max=0.05, checksum="md5", **kwargs.pop("config_kwargs", {}),
         )
         uploader = Uploader(draft_url, token or owner.token, config=config, state_dir=state_dir, **kwargs)
         made.append(uploader)

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
+from oarepo_s3_client.sender import PROBE_BODY
+
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade",
               "expect", "content-length"}
 EXPIRED_BODY = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDenied</Code>'
@@ -44,6 +46,8 @@ class Entry:
     action: str = "forward"
     status: int = 0
     started: float = 0.0
+    is_probe: bool = False
+    """The client's SHA-256 probe (``checksum`` auto/sha256), not a part of the file."""
 
     @property
     def is_part_put(self) -> bool:
@@ -121,7 +125,12 @@ class FaultProxy:
             return list(self.state.log)
 
     def part_puts(self, status: int | None = None) -> list[Entry]:
-        return [e for e in self.log if e.is_part_put and (status is None or e.status == status)]
+        """The PUTs of file parts (the client's SHA-256 probes are in :meth:`probes`)."""
+        return [e for e in self.log if e.is_part_put and not e.is_probe and (status is None or e.status == status)]
+
+    def probes(self) -> list[Entry]:
+        """The client's SHA-256 probes: a few known bytes PUT as a part with another SHA-256 signed in."""
+        return [e for e in self.log if e.is_part_put and e.is_probe]
 
     def clear_log(self) -> None:
         with self.lock:
@@ -192,7 +201,14 @@ class _Handler(BaseHTTPRequestHandler):
             proxy.state.active += 1
         try:
             body = self._body()
-            entry.action = action = proxy._take_fault(entry)
+            if len(body) < int(self.headers.get("Content-Length") or 0):
+                # The client went away mid-body (Ctrl-C, kill): S3 would never see a whole request, so
+                # do not forward a shortened one (RGW 16 even stores an empty body whatever was signed).
+                entry.action, entry.status = "client-gone", -1
+                self.close_connection = True
+                return
+            entry.is_probe = body == PROBE_BODY
+            entry.action = action = "forward" if entry.is_probe else proxy._take_fault(entry)
             if entry.is_part_put and proxy.state.put_delay:
                 time.sleep(proxy.state.put_delay)
             if action == "drop":

@@ -1,4 +1,4 @@
-"""``checksum="sha256"``: parts carry a signed SHA-256 payload hash where S3 verifies it, MD5 elsewhere.
+"""``checksum="sha256"``/``"auto"``: parts carry a signed SHA-256 payload hash where S3 verifies it, MD5 elsewhere.
 
 The client probes once per run: Ceph RGW refuses a body whose SHA-256 is not
 the signed one (so SHA-256 is used), moto accepts anything (so the client
@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from oarepo_s3_client import TransferConfig
-from oarepo_s3_client.sender import PROBE_BODY
+from oarepo_s3_client.parts import sha256_is_cheaper
 
 from .conftest import MiB
 from .test_upload import StopAfter, file_s3etag
@@ -18,11 +18,7 @@ from .test_upload import StopAfter, file_s3etag
 
 def sha256_config(**kwargs) -> TransferConfig:
     return TransferConfig(concurrency=kwargs.pop("concurrency", 4), part_size=5 * MiB, backoff_initial=0.01,
-                          backoff_max=0.05, checksum="sha256", **kwargs)
-
-
-def is_probe(entry) -> bool:
-    return entry.headers.get("Content-Length") == str(len(PROBE_BODY))
+                          backoff_max=0.05, checksum=kwargs.pop("checksum", "sha256"), **kwargs)
 
 
 def test_sha256_where_s3_verifies_it_md5_where_it_does_not(make_uploader, make_file, proxy, owner, s3_backend):
@@ -31,8 +27,7 @@ def test_sha256_where_s3_verifies_it_md5_where_it_does_not(make_uploader, make_f
 
     assert result.status == "completed" and result.checksum == file_s3etag(path, 5 * MiB)
     assert owner.api().get(result.content_url, timeout=60).content == path.read_bytes()
-    probes = [e for e in proxy.part_puts() if is_probe(e)]
-    parts = [e for e in proxy.part_puts() if not is_probe(e)]
+    probes, parts = proxy.probes(), proxy.part_puts()
     assert len(probes) == 1 and sorted(e.part for e in parts) == [1, 2, 3, 4]
     signed_headers = {h for e in parts for h in e.query["X-Amz-SignedHeaders"].split(";")}
     if s3_backend.name == "ceph":  # RGW refused the probe's mismatching body: SHA-256 it is
@@ -51,7 +46,7 @@ def test_damaged_part_is_refused_by_its_sha256_and_sent_again(make_uploader, mak
     proxy.add_fault("corrupt", part=2)
     result = make_uploader(config=sha256_config()).upload(path)
 
-    statuses = [e.status for e in proxy.part_puts() if e.part == 2 and not is_probe(e)]
+    statuses = [e.status for e in proxy.part_puts() if e.part == 2]
     assert statuses == [400, 200]  # XAmzContentSHA256Mismatch from RGW, then the good bytes
     assert result.checksum_algorithm == "sha256" and result.checksum == file_s3etag(path, 5 * MiB)
     assert owner.api().get(result.content_url, timeout=60).content == path.read_bytes()
@@ -64,14 +59,25 @@ def test_sha256_upload_resumes_and_verifies_the_checksum(make_uploader, make_fil
     with pytest.raises(Interrupted):
         make_uploader(config=sha256_config(concurrency=2), subscribers=[StopAfter(2 * 5 * MiB)]).upload(path)
     proxy.wait_idle()
-    held = {e.part for e in proxy.part_puts(200) if not is_probe(e)}
+    held = {e.part for e in proxy.part_puts(200)}
     assert 1 <= len(held) < 6
     proxy.clear_log()
 
     result = make_uploader(config=sha256_config(concurrency=2)).upload(path)
     assert result.status == "completed" and result.resumed
-    resent = sorted(e.part for e in proxy.part_puts() if not is_probe(e))
+    resent = sorted(e.part for e in proxy.part_puts())
     assert resent == sorted(set(range(1, 7)) - held)
     assert (result.parts_sent, result.parts_reused) == (len(resent), len(held))
     assert result.checksum == file_s3etag(path, 5 * MiB)
     assert owner.api().get(result.content_url, timeout=60).content == path.read_bytes()
+
+
+def test_auto_takes_sha256_only_where_it_is_cheaper_and_verified(make_uploader, make_file, proxy, s3_backend):
+    path = make_file("auto.bin", 2 * 5 * MiB)
+    result = make_uploader(config=sha256_config(checksum="auto")).upload(path)
+    assert result.status == "completed"
+    if not sha256_is_cheaper():  # no SHA extensions: MD5 without asking S3
+        assert result.checksum_algorithm == "md5" and proxy.probes() == []
+    else:
+        assert len(proxy.probes()) == 1
+        assert result.checksum_algorithm == ("sha256" if s3_backend.name == "ceph" else "md5")
