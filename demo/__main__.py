@@ -105,8 +105,9 @@ def start_embedded_s3(port: int, data_dir: Path, bucket: str):
     os.environ["S3_UPLOAD_PART_MIN_SIZE"] = str(5 * 1024 * 1024)  # S3's real minimum, before moto is imported
     from moto.server import ThreadedMotoServer
 
-    from . import s3snapshot
+    from . import moto_streaming, s3snapshot
 
+    moto_streaming.install()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     config = {"S3_ENDPOINT_URL": f"http://127.0.0.1:{port}", "S3_ACCESS_KEY_ID": EMBEDDED_ACCESS_KEY,
@@ -149,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: port {port} is busy (is the demo already running?); choose another with {option}",
                   file=sys.stderr)
             return 2
+    # Ctrl-C stops the demo even where SIGINT was ignored (e.g. started with `&` from a script).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _stop_like_ctrl_c)
     try:
         return run(args, env_config, external_s3)

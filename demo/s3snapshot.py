@@ -162,7 +162,9 @@ class Snapshotter:
         while not self._stop.wait(self.interval):
             try:
                 self._save_if_changed()
-            except Exception:  # a request changed a bucket mid-snapshot: try again next time
+            except RuntimeError as e:  # a request changed a bucket while it was pickled
+                log.info("S3 snapshot postponed (%s); retrying in %s s", e, self.interval)
+            except Exception:
                 log.warning("S3 snapshot failed; retrying in %s s", self.interval, exc_info=True)
 
     def stop(self) -> None:
