@@ -289,6 +289,7 @@ def measure(app: Flask, client, count: int, trace: bool, file_id_index: bool, s3
             "sql_commit_seconds": round(sql.commit, 3),
             "sql_statements_per_session": round(sql.statements / count, 1),
             "sql_slowest": sql.slowest(count),
+            "sql_by_statement": sql.slowest(count, n=len(sql.by_kind)),
             "other_seconds": round(seconds - abort_seconds[0] - sql.execute - sql.commit, 3),
             "process_cpu_seconds": round(own_cpu, 3),
             **servers_cpu,
