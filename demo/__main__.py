@@ -72,7 +72,8 @@ def s3_client(config: dict):
 
     return boto3.client(
         "s3", endpoint_url=config["S3_ENDPOINT_URL"], aws_access_key_id=config.get("S3_ACCESS_KEY_ID"),
-        aws_secret_access_key=config.get("S3_SECRET_ACCESS_KEY"), region_name=config.get("S3_REGION_NAME") or "us-east-1",
+        aws_secret_access_key=config.get("S3_SECRET_ACCESS_KEY"),
+        region_name=config.get("S3_REGION_NAME") or "us-east-1",
         config=Config(signature_version="s3v4", s3={"addressing_style": "path"},
                       request_checksum_calculation="when_required", response_checksum_validation="when_required"),
     )
@@ -123,7 +124,8 @@ def parse_args(argv):
     parser = argparse.ArgumentParser(prog="run-demo.sh", description=__doc__.split("\n")[0])
     parser.add_argument("--port", type=int, default=5000, help="port of the web app (default 5000)")
     parser.add_argument("--s3-port", type=int, default=9000, help="port of the embedded S3 (default 9000)")
-    parser.add_argument("--data-dir", default=".demo", help="where the database and the embedded S3's data live (default .demo)")
+    parser.add_argument("--data-dir", default=".demo",
+                        help="where the database and the embedded S3's data live (default .demo)")
     parser.add_argument("--info-file", help="write URLs, users, passwords, tokens and the draft as JSON to this file")
     parser.add_argument("--bucket", default="oarepo-demo", help="S3 bucket for the files (default oarepo-demo)")
     parser.add_argument("--cleanup-interval", type=float, default=600,

@@ -23,6 +23,8 @@ from sqlalchemy import create_engine, text
 from .demo_process import ROOT, DemoProcess, free_port
 from .helpers import put_parts
 
+pytestmark = pytest.mark.slow  # each test starts the demo (~5 s) in a subprocess
+
 MiB = 1024 * 1024
 DEADLINE = 60
 """Seconds to wait for the cleanup schedule (a hang guard, not a performance bound)."""

@@ -18,6 +18,8 @@ import pytest
 
 from .conftest import ARTIFACTS
 
+pytestmark = pytest.mark.slow  # a browser and the demo (~15 s for the module, then seconds per test)
+
 MiB = 1024 * 1024
 DEADLINE = 120
 """Seconds a browser step may take before the test gives up (a hang guard, not a performance bound)."""
