@@ -234,3 +234,27 @@ def test_pause_and_resume(page, demo, tmp_path):
     assert puts.count("1") == 1 and puts.count("2") == 2 and puts.count("3") == 1, puts
     row = file_rows(page)[path.name]
     assert page.request.get(row["href"]).body() == data
+
+
+def test_drag_and_drop(page, demo):
+    """A file dropped on the Dashboard (a DataTransfer drop, as the browser makes it) uploads like a picked one."""
+    sign_in(page, demo)
+    new_draft(page, "Dropped file")
+    payload = "dropped with the mouse ✓\n" * 100
+    data_transfer = page.evaluate_handle(
+        """(text) => {
+            const transfer = new DataTransfer()
+            transfer.items.add(new File([text], 'dropped.txt', { type: 'text/plain' }))
+            return transfer
+        }""",
+        payload,
+    )
+    target = page.locator(".uppy-Dashboard-inner")
+    target.dispatch_event("dragenter", {"dataTransfer": data_transfer})
+    target.dispatch_event("dragover", {"dataTransfer": data_transfer})
+    target.dispatch_event("drop", {"dataTransfer": data_transfer})
+    page.wait_for_function("window.uppy.getFiles().length === 1")
+    page.locator(".uppy-StatusBar-actionBtn--upload").click()
+    page.wait_for_function("() => document.querySelector('#file-list tbody tr[data-status=completed]') !== null")
+    row = file_rows(page)["dropped.txt"]
+    assert page.request.get(row["href"]).body() == payload.encode()
