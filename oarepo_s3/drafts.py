@@ -17,7 +17,7 @@ from datetime import timedelta
 
 from flask import current_app
 from invenio_db import db
-from invenio_files_rest.models import ObjectVersion
+from invenio_files_rest.models import Bucket, ObjectVersion
 from invenio_pidstore.errors import PIDDoesNotExistError, PIDUnregistered
 from invenio_pidstore.minters import recid_minter_v2
 from invenio_pidstore.resolver import Resolver
@@ -165,6 +165,11 @@ def start_file_upload(
         content_type=content_type,
         owner_id=owner_id,
     )
+    # One start per draft at a time (PostgreSQL: the bucket's row lock; SQLite: its write
+    # lock): two requests for the same key would both find it free and both create it,
+    # and files-rest's bucket size (the quota reservation) would lose one of the updates.
+    service.sqlite_write_lock()
+    db.session.query(Bucket).filter_by(id=record.bucket_id).with_for_update().one()
     if ObjectVersion.get(record.bucket_id, key) is not None:
         raise FileKeyExists(key)
     with db.session.begin_nested():

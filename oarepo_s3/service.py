@@ -11,8 +11,9 @@ docs/architecture.md):
   client reported and what was declared -> S3 Complete -> HeadObject ->
   mark the file readable with size and checksum -> commit. A mismatch
   leaves the upload in progress so the client can fix it and retry.
-- abort / expire: lock the row -> S3 Abort (NoSuchUpload: already gone) ->
-  remove the pending ObjectVersion and FileInstance -> terminal status -> commit.
+- abort / expire: lock the row -> S3 Abort (NoSuchUpload: already gone, and
+  an object a failed completion left there is deleted) -> remove the pending
+  ObjectVersion and FileInstance -> terminal status -> commit.
   Never for a completed upload.
 """
 
@@ -25,8 +26,10 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+import sqlalchemy as sa
 from invenio_db import db
 from invenio_files_rest.models import FileInstance, ObjectVersion
+from sqlalchemy.exc import OperationalError
 
 from .api import MultipartUpload, MultipartUploadStatus
 from .errors import (
@@ -335,7 +338,11 @@ def _terminate(row: MultipartUploadSession, status: MultipartUploadStatus) -> Mu
         raise UploadStateConflict("The upload is complete; delete the file instead of aborting it.")
     if row.status is not MultipartUploadStatus.IN_PROGRESS:
         raise UploadNotFound(f"The upload was already {row.status.value}.")
-    current_oarepo_s3.s3.abort_multipart_upload(row.s3_bucket, row.s3_key, row.upload_id)
+    s3 = current_oarepo_s3.s3
+    if not s3.abort_multipart_upload(row.s3_bucket, row.s3_key, row.upload_id):
+        # S3 no longer knows the upload: aborted before, or completed by an attempt whose
+        # database commit failed. Such an object belongs to no file: delete it, or it is orphaned.
+        s3.delete_object(row.s3_bucket, row.s3_key)
     _remove_pending_file(row)
     row.status = status
     db.session.commit()
@@ -379,9 +386,33 @@ def get_session(session_id: uuid.UUID | str) -> MultipartUploadSession:
     return row
 
 
+def sqlite_write_lock() -> None:
+    """On SQLite, take the database write lock now; elsewhere do nothing.
+
+    SQLite ignores ``FOR UPDATE``. A write that changes nothing takes its
+    write lock, so what the transaction reads next stays true until it
+    commits: another request's completion, abort or expiry of the same
+    upload waits instead of acting on a status that is about to change (it
+    would otherwise, e.g., expire an upload whose completion S3 has just
+    done). If this transaction's read snapshot is already older than another
+    writer's commit, SQLite refuses the upgrade (``SQLITE_BUSY_SNAPSHOT``);
+    nothing has been written yet, so the transaction starts afresh.
+    """
+    if db.session.get_bind().dialect.name != "sqlite":
+        return
+    m = MultipartUploadSession
+    nothing = sa.update(m).where(sa.false()).values(status=m.status).execution_options(synchronize_session=False)
+    try:
+        db.session.execute(nothing)
+    except OperationalError:
+        db.session.rollback()
+        db.session.execute(nothing)
+
+
 def _lock(session: MultipartUploadSession | uuid.UUID | str) -> MultipartUploadSession:
-    """Re-read the row with a row lock (SELECT ... FOR UPDATE; SQLite serialises writers)."""
+    """Re-read the row with a row lock (SELECT ... FOR UPDATE; on SQLite its write lock)."""
     session_id = session.id if isinstance(session, MultipartUploadSession) else get_session(session).id
+    sqlite_write_lock()
     return (
         db.session.query(MultipartUploadSession)
         .filter_by(id=session_id)
