@@ -2,11 +2,45 @@
 
 from __future__ import annotations
 
+import logging
+import re
 from functools import cached_property
 
 from flask import Flask
 
 from . import config
+
+_SECRETS = (
+    # flask-oauthlib (invenio-oauth2server) logs "Validate bearer token '<token>'" at DEBUG.
+    (re.compile(r"(token )('[^']*'|\"[^\"]*\")"), r"\1'[redacted]'"),
+    # botocore logs each control call's Authorization header and "Signature:\n<hex>" at DEBUG.
+    (re.compile(r"(Signature[=:]\s*)[0-9a-f]{64}"), r"\1[redacted]"),
+    (re.compile(r"(X-Amz-Signature=)[0-9a-f]{64}"), r"\1[redacted]"),
+)
+REDACTED_LOGGERS = ("flask_oauthlib", "botocore.endpoint", "botocore.auth", "aiobotocore.endpoint")
+"""Loggers of dependencies that write credentials at DEBUG; their records are redacted."""
+
+
+class RedactSecrets(logging.Filter):
+    """Replace bearer tokens and SigV4 signatures in log records with ``[redacted]``."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Rewrite the message when it holds a secret; never drop the record."""
+        message = record.getMessage()
+        redacted = message
+        for pattern, replacement in _SECRETS:
+            redacted = pattern.sub(replacement, redacted)
+        if redacted != message:
+            record.msg, record.args = redacted, ()
+        return True
+
+
+def install_log_redaction() -> None:
+    """Attach :class:`RedactSecrets` to :data:`REDACTED_LOGGERS` (once per process)."""
+    for name in REDACTED_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactSecrets) for f in logger.filters):
+            logger.addFilter(RedactSecrets())
 
 
 class _OARepoS3State:
@@ -71,6 +105,7 @@ class OARepoS3:
     def init_app(self, app: Flask) -> None:
         """Register config defaults and the per-app state."""
         self.init_config(app)
+        install_log_redaction()
         app.extensions["oarepo-s3"] = _OARepoS3State(app)
 
     @staticmethod
