@@ -260,8 +260,9 @@ class Report:
                  "Memory: the process's peak RSS during the run (the whole Invenio app included) and its growth "
                  "over the RSS at the start.", "",
                  "| database | sessions | time s | sessions/s | ms/session: S3 abort | SQL | commit | rest | "
-                 "SQL statements/session | own CPU s | moto CPU s | DB CPU s | peak RSS MiB | RSS growth MiB |",
-                 "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+                 "SQL statements/session | own CPU s | moto CPU s | DB CPU s | machine busy, cores | peak RSS MiB | "
+                 "RSS growth MiB |",
+                 "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for db, d in runs.items():
             for r in d["rows"]:
                 per = {k: r[k] / r["count"] * 1e3 for k in ("s3_abort_seconds", "sql_execute_seconds",
@@ -271,6 +272,7 @@ class Report:
                          f"{per['sql_commit_seconds']:.1f} | {per['other_seconds']:.1f} | "
                          f"{r['sql_statements_per_session']} | {r['process_cpu_seconds']:.1f} | "
                          f"{r['s3_server_cpu_seconds']:.1f} | {fmt(r.get('db_server_cpu_seconds'))} | "
+                         f"{fmt(r['machine_cpu_seconds'] / r['seconds'] if 'machine_cpu_seconds' in r else None, 2)} | "
                          f"{fmt(r['peak_rss_bytes'] / common.MiB if 'peak_rss_bytes' in r else None)} | "
                          f"{r['rss_growth_bytes'] / common.MiB:.1f} |")
         self.add("")
