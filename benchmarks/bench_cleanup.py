@@ -2,8 +2,8 @@
 
 Run::
 
-    .venv/bin/python benchmarks/bench_cleanup.py [--counts 1000,10000] [--db sqlite|postgresql] [--pg URI]
-        [--json FILE]
+    .venv/bin/python benchmarks/bench_cleanup.py [--counts 1000,10000] [--db sqlite|postgresql|URI]
+        [--pg URI] [--json FILE]
 
 For each count, on an embedded S3 (moto's server in a separate process on
 127.0.0.1, so its CPU and memory are not counted) and
@@ -335,8 +335,9 @@ def print_table(rows: list[dict], database: str, trace: bool, file_id_index: boo
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--counts", default="1000,10000", help="backlog sizes (default 1000,10000)")
-    parser.add_argument("--db", choices=("sqlite", "postgresql"), default="sqlite",
-                        help="SQLite in a temporary directory (default) or a fresh PostgreSQL database")
+    parser.add_argument("--db", default="sqlite",
+                        help="'sqlite' (a temporary file, default), 'postgresql' (a fresh database on --pg's server, "
+                             "or on one started for the run) or a database URI (its tables are dropped and recreated)")
     parser.add_argument("--pg", help="PostgreSQL server URI for --db postgresql (default: start one)")
     parser.add_argument("--tracemalloc", action="store_true",
                         help="also trace the Python heap's peak (precise, but the run takes ~2.5x as long)")
@@ -349,16 +350,26 @@ def main(argv: list[str] | None = None) -> None:
 
     common.quiet()
     s3_server = common.start_moto()
-    pg = common.postgres_from_args(args.pg) if args.db == "postgresql" else None
+    kind = args.db if args.db in ("sqlite", "postgresql") else sa.engine.make_url(args.db).get_backend_name()
+    pg = None
+    if args.db == "postgresql":
+        pg = common.postgres_from_args(args.pg)
+    elif kind == "postgresql":
+        pg = common.Postgres(args.db, common.postmaster_pid(args.db))  # not ours: never stopped
     try:
         with tempfile.TemporaryDirectory(prefix="bench-cleanup-") as tmp:
-            db_uri = pg.database("bench_cleanup") if pg else f"sqlite:///{tmp}/bench.db"
+            if args.db == "sqlite":
+                db_uri = f"sqlite:///{tmp}/bench.db"
+            elif args.db == "postgresql":
+                db_uri = pg.database("bench_cleanup")
+            else:
+                db_uri = args.db
             app = make_app(db_uri, s3_server.endpoint)
             client = s3_server.client()
             try:
                 rows = []
                 for count in counts:
-                    print(f"  {count} expired sessions on {args.db} ...", file=sys.stderr)
+                    print(f"  {count} expired sessions on {kind} ...", file=sys.stderr)
                     rows.append(measure(app, client, count, trace, args.file_id_index, s3_server, pg))
             finally:
                 with app.app_context():
@@ -369,9 +380,9 @@ def main(argv: list[str] | None = None) -> None:
         s3_server.stop()
         if pg is not None:
             pg.stop()
-    print_table(rows, args.db, trace, args.file_id_index)
-    common.write_result(f"cleanup-{args.db}", {
-        "database": args.db,
+    print_table(rows, kind, trace, args.file_id_index)
+    common.write_result(f"cleanup-{kind}", {
+        "database": kind,
         "tracemalloc": trace,
         "files_object_file_id_index": args.file_id_index,
         "versions": common.package_versions("moto", "boto3", "sqlalchemy", "invenio-files-rest", "psycopg2-binary"),
