@@ -242,11 +242,14 @@ class Report:
         self.add("", "CPU seconds during the timed phase (" + f"{total:.0f} available on {d['machine']['cpus']} cores, "
                  f"{busy:.0f} used): " + ", ".join(f"{k} {v:.1f}" for k, v in d["cpu_s"].items()) + ".", "")
         alone = self.data.get("scale", {}).get("parts", {}).get("init", {}).get("10")
+        others = d["cpu_s"].get("other processes on the machine", 0.0)
         if alone:
             self.add(f"Alone, an init of 10 parts takes {alone['median_ms']:.0f} ms (see the scale section); here its "
                      f"p50 is {d['endpoints']['init']['p50_ms']:.0f} ms: with {d['clients']} clients and "
                      f"{d['workers']} workers, most of a request's time is spent waiting for a free worker and for "
-                     "the cores, which the app shares with PostgreSQL, moto and the clients on this machine.", "")
+                     "the cores, which the app shares with PostgreSQL, moto and the clients"
+                     + (f" and, during this run, other processes on the shared machine ({others:.0f} CPU s of "
+                        f"{busy:.0f})." if others >= 0.1 * busy else "."), "")
         self.image(plots.concurrency(d, self.images / "perf-concurrency.png"), "latency under concurrency")
 
     def cleanup(self) -> None:
