@@ -14,6 +14,8 @@ never trusted: they must name an upload in progress in this very draft.
 
 from __future__ import annotations
 
+import re
+
 from flask import Blueprint, jsonify, request, url_for
 
 from .. import drafts, service
@@ -22,7 +24,7 @@ from ..models import MultipartUploadSession
 from ..permissions import require_authenticated
 from ..service import ReportedPart
 from .drafts import owned_draft, validate_rest_key
-from .parsing import MAX_PART_NUMBER, CompleteSchema, parse_json
+from .parsing import CONTENT_TYPE, CONTENT_TYPE_RULE, MAX_PART_NUMBER, CompleteSchema, parse_json
 from .serializers import DRAFTS, parts_json
 
 MiB = 1024 * 1024
@@ -65,6 +67,8 @@ def create_upload(pid_value):
     key = validate_rest_key(filename)
     if content_type is not None and not isinstance(content_type, str):
         raise RequestValidationError([("type", "must be a string")])
+    if content_type and not re.match(CONTENT_TYPE.regex, content_type):
+        raise RequestValidationError([("type", CONTENT_TYPE_RULE)])
     values = {"pid_value": record.pid_value, "key": key}
     session, _ = drafts.start_file_upload(
         record,

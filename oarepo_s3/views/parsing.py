@@ -49,6 +49,11 @@ def flatten_messages(messages: Any, prefix: str = "") -> list[tuple[str, str]]:
     return [(prefix or "body", str(messages))]
 
 
+CONTENT_TYPE_RULE = "must be a media type of printable ASCII, at most 255 characters (e.g. application/octet-stream)"
+CONTENT_TYPE = validate.Regexp(r"^[\x21-\x7e][\x20-\x7e]{0,254}\Z", error=CONTENT_TYPE_RULE)
+"""It becomes the S3 object's Content-Type header: other characters break the request's signature."""
+
+
 def integer(*, strict: bool = True, **kwargs) -> fields.Integer:
     """An integer field; JSON must send a number (strict), forms send digits."""
     return fields.Integer(strict=strict, **kwargs)
@@ -66,7 +71,7 @@ def init_upload_schema(strict: bool) -> Schema:
     class InitUploadSchema(Schema):
         key = fields.String(required=True)
         size = integer(strict=strict, required=True, validate=validate.Range(min=0, error="must be 0 or more bytes"))
-        multipart_content_type = fields.String(load_default=None, validate=validate.Length(max=255))
+        multipart_content_type = fields.String(load_default=None, validate=CONTENT_TYPE)
         part_size = integer(strict=strict, load_default=None, allow_none=True)
 
     return InitUploadSchema()

@@ -164,3 +164,18 @@ def test_uppy_create_without_a_filename_is_400_not_500(owner, draft, state, file
     assert r.status_code == 400, r.text
     assert r.json()["errors"] == [{"field": "filename", "message": "must be a non-empty string (the file's name)"}]
     assert state() == before
+
+
+@pytest.mark.parametrize("content_type", ["t\u00e9xt/plain", "text/plain\u2028", "a/b\x7f", " text/plain"])
+def test_content_type_outside_printable_ascii_is_400_not_503(owner, draft, state, content_type):
+    """Was a 503 on Ceph: the Content-Type header broke CreateMultipartUpload's signature ("S3 unavailable")."""
+    before = state()
+    api = owner.api()
+    rest = api.post(f"{draft['links']['files']}?multipart=True",
+                    json={"key": "a.bin", "size": 10, "multipart_content_type": content_type}, timeout=30)
+    uppy = api.post(draft["links"]["uppy"] + "/s3/multipart",
+                    json={"filename": "a.bin", "type": content_type, "metadata": {"size": 10}}, timeout=30)
+    assert (rest.status_code, uppy.status_code) == (400, 400), (rest.text, uppy.text)
+    assert [e["field"] for e in rest.json()["errors"]] == ["multipart_content_type"]
+    assert [e["field"] for e in uppy.json()["errors"]] == ["type"]
+    assert state() == before
