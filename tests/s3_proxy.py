@@ -114,6 +114,11 @@ class FaultProxy:
                 and (upload_id is None or e.upload_id == upload_id) and (status is None or e.status == status)
             ]
 
+    def forwarded(self, method: str) -> int:
+        """How many ``method`` requests reached the upstream S3 (injected failures not counted)."""
+        with self._lock:
+            return sum(1 for e in self.exchanges if e.method == method and not e.injected)
+
     # --- the server -------------------------------------------------------------
 
     def _decide(self, method: str, upload_id: str | None) -> Rule | None:

@@ -89,11 +89,7 @@ def clear(proxy, rules) -> None:
     for rule in rules:
         if rule.action == "delay":
             deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                with proxy._lock:
-                    forwarded = sum(1 for e in proxy.exchanges if e.method == rule.method and not e.injected)
-                if forwarded >= rule.seen:
-                    break
+            while time.monotonic() < deadline and proxy.forwarded(rule.method) < rule.seen:
                 time.sleep(0.05)
     proxy.reset()
 

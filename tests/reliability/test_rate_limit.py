@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import requests
 
 from ..helpers import put_parts
 from ..rest.conftest import start_upload
@@ -63,8 +64,6 @@ def test_every_signing_endpoint_counts_and_the_excess_is_429(limit, owner, users
 def test_anonymous_and_other_users_get_their_401_403_not_429(limit, owner, users, draft):
     limit("1/minute")
     upload = start_upload(owner, draft, key="a.bin", size=10)
-    import requests
-
     for method, url, body in signing_calls(upload, draft):
         assert requests.request(method, url, json=body, timeout=30).status_code == 401
     other = users["other"].api()
