@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import enum
 import mimetypes
+import re
 from datetime import timedelta
 from typing import Any
 
@@ -41,6 +42,23 @@ class MultipartUploadStatus(str, enum.Enum):
 
 
 MAX_KEY_BYTES = 1024
+CONTENT_TYPE_RULE = "must be a media type of printable ASCII, at most 255 characters (e.g. application/octet-stream)"
+CONTENT_TYPE_PATTERN = r"^[\x21-\x7e][\x20-\x7e]{0,254}\Z"
+"""A content type becomes the S3 object's Content-Type header: other characters break the request's signature."""
+
+
+def validate_content_type(content_type: Any) -> str | None:
+    """Check a content type (:data:`CONTENT_TYPE_RULE`) and return it; None passes.
+
+    It travels as an HTTP header to S3 and back to every downloader, so
+    anything else is refused up front rather than failing S3's signature
+    check (a misleading 503) or splitting a header.
+    """
+    if content_type is None:
+        return None
+    if not isinstance(content_type, str) or not re.match(CONTENT_TYPE_PATTERN, content_type):
+        raise InvalidUploadRequest("content_type", CONTENT_TYPE_RULE)
+    return content_type
 
 
 def validate_key(key: Any) -> str:
@@ -162,10 +180,8 @@ class MultipartUpload:
         )
         self.part_size = choose_part_size(self.size, part_size, part_limits_from_config(config))
         self.num_parts = part_count(self.size, self.part_size)
-        if content_type is not None and (not isinstance(content_type, str) or "\n" in content_type):
-            raise InvalidUploadRequest("content_type", "must be a MIME type string")
         self.content_type = (
-            content_type or mimetypes.guess_type(self.key)[0] or "application/octet-stream"
+            validate_content_type(content_type) or mimetypes.guess_type(self.key)[0] or "application/octet-stream"
         )
         self.complete_url = complete_url
         self.abort_url = abort_url
@@ -210,9 +226,9 @@ class EmptyFile:
     def __init__(self, key: str, content_type: str | None = None):
         """Validate like :class:`MultipartUpload` does."""
         self.key = validate_key(key)
-        if content_type is not None and (not isinstance(content_type, str) or "\n" in content_type):
-            raise InvalidUploadRequest("content_type", "must be a MIME type string")
-        self.content_type = content_type or mimetypes.guess_type(self.key)[0] or "application/octet-stream"
+        self.content_type = (
+            validate_content_type(content_type) or mimetypes.guess_type(self.key)[0] or "application/octet-stream"
+        )
 
     def __bool__(self) -> bool:
         """Always true: ``ObjectVersion.create`` only saves a truthy ``stream``."""

@@ -57,6 +57,11 @@ def assert_nothing_created(s3_client, bucket_name):
         ("key", "x" * 1025, "at most 1024 bytes"),
         ("key", "é" * 513, "at most 1024 bytes"),
         ("key", "\ud800", "Unicode"),
+        ("content_type", "tëxt/plain", "printable ASCII"),
+        ("content_type", "text/plain\r\nX-Evil: 1", "printable ASCII"),
+        ("content_type", "", "printable ASCII"),
+        ("content_type", "a/" + "b" * 254, "at most 255"),
+        ("content_type", 5, "printable ASCII"),
     ],
 )
 def test_bad_input_names_field_and_rule(app, record, s3_client, s3_bucket, field, value, rule):

@@ -8,6 +8,7 @@ from flask import request
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 from webargs.flaskparser import FlaskParser
 
+from ..api import CONTENT_TYPE_PATTERN, CONTENT_TYPE_RULE
 from ..errors import RequestValidationError
 
 MAX_PART_NUMBER = 10_000
@@ -49,9 +50,8 @@ def flatten_messages(messages: Any, prefix: str = "") -> list[tuple[str, str]]:
     return [(prefix or "body", str(messages))]
 
 
-CONTENT_TYPE_RULE = "must be a media type of printable ASCII, at most 255 characters (e.g. application/octet-stream)"
-CONTENT_TYPE = validate.Regexp(r"^[\x21-\x7e][\x20-\x7e]{0,254}\Z", error=CONTENT_TYPE_RULE)
-"""It becomes the S3 object's Content-Type header: other characters break the request's signature."""
+CONTENT_TYPE = validate.Regexp(CONTENT_TYPE_PATTERN, error=CONTENT_TYPE_RULE)
+"""The rule of :func:`oarepo_s3.api.validate_content_type`, applied while parsing."""
 
 
 def integer(*, strict: bool = True, **kwargs) -> fields.Integer:
