@@ -27,6 +27,8 @@ class TransferConfig:
     :param progress_threshold: smallest progress callback, in bytes (aggregated).
     :param resign_margin: re-sign a part URL this many seconds before it expires.
     :param download_chunk_size: bytes per ranged GET when downloading.
+    :param sign_batch: parts hashed ahead and signed in one API request (a window); the
+        workers send one window while the next is hashed and signed.
     :param checksum: what each part's PUT carries for S3 to verify: ``"md5"``
         (``Content-MD5``; every S3 server checks it, and the part's ETag is
         compared with it too) or ``"sha256"`` (the SHA-256 signed as the payload
@@ -49,12 +51,15 @@ class TransferConfig:
     resign_margin: float = 60.0
     download_chunk_size: int = 16 * MiB
     checksum: str = "auto"
+    sign_batch: int = 32
 
     def __post_init__(self):
         if self.concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         if self.part_size is not None and self.part_size < 1:
             raise ValueError("part_size must be positive")
+        if self.sign_batch < 1:
+            raise ValueError("sign_batch must be at least 1")
         if self.max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
         if self.checksum not in CHECKSUMS:

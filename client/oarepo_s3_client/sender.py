@@ -5,14 +5,14 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections.abc import Callable
-from concurrent.futures import FIRST_EXCEPTION, Executor, Future, wait
+from concurrent.futures import FIRST_COMPLETED, FIRST_EXCEPTION, Executor, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
 
 from .api import Api
-from .errors import ApiError, Interrupted, TransferError, UploadGone
+from .errors import ApiError, FileChanged, Interrupted, TransferError, UploadGone
 from .models import SignedPart, TransferConfig
 from .parts import PartRange, etag_is_md5, md5_base64, normalize_etag
 from .progress import AggregatedProgress
@@ -23,6 +23,8 @@ from .state import Journal
 RETRYABLE_S3_CODES = frozenset(("BadDigest", "InvalidDigest", "XAmzContentSHA256Mismatch", "RequestTimeout",
                                 "IncompleteBody", "SlowDown"))
 """S3 refusals that sending the part again cures (BadDigest, XAmzContentSHA256Mismatch: damaged on the way)."""
+DIGEST_CODES = frozenset(("BadDigest", "InvalidDigest", "XAmzContentSHA256Mismatch"))
+"""S3's answers to a body that does not match the digest signed into its URL."""
 PROBE_BODY = b"oarepo-s3: does this S3 verify signed SHA-256 payload hashes?"
 
 
@@ -74,22 +76,82 @@ class PartSender:
         self._local = threading.local()
 
     def run(self, upload: FileUpload, parts: list[PartRange]) -> None:
-        """Send (or, for parts in ``upload.held``, first check) ``parts``; the first failure stops the others."""
-        futures: list[Future] = [self.executor.submit(self._part_task, upload, part) for part in parts]
+        """Send (or, for parts in ``upload.held``, first check) ``parts``; the first failure stops the others.
+
+        Parts S3 may already hold are checked one by one (:meth:`_part_task`).
+        The others go in windows of ``config.sign_batch``: a small pool hashes
+        a window while the workers PUT the previous one, and one API request
+        signs the whole window. Signing is thus off each part's critical path,
+        and the server answers one request per window instead of one per part
+        (~10 ms of its CPU each). Each part is read twice (hash, then send);
+        the second read comes from the page cache.
+        """
+        futures: list[Future] = [self.executor.submit(self._part_task, upload, p) for p in parts
+                                 if p.number in upload.held]
+        fresh = [p for p in parts if p.number not in upload.held]
+        window = max(1, self.config.sign_batch)
+        hashers = ThreadPoolExecutor(min(2, self.config.concurrency), thread_name_prefix="oarepo-s3-hash")
         try:
-            pending = set(futures)
-            while pending:
-                finished, pending = wait(pending, return_when=FIRST_EXCEPTION)
-                for future in finished:
-                    error = future.exception()
-                    if error is not None:
-                        raise error
+            for start in range(0, len(fresh), window):
+                self._wait(futures, most_pending=2 * window)  # hash no further ahead than two windows
+                chunk = fresh[start : start + window]
+                digests = list(hashers.map(lambda p: self._hash_part(upload, p), chunk))
+                signed = self._sign(upload, dict(zip((p.number for p in chunk), digests)))
+                futures += [self.executor.submit(self._send_task, upload, p, d, signed[p.number])
+                            for p, d in zip(chunk, digests)]
+            self._wait(futures, most_pending=0)
         except BaseException:
             upload.stop.set()
             for future in futures:
                 future.cancel()
             wait(futures)
             raise
+        finally:
+            hashers.shutdown(wait=True, cancel_futures=True)
+
+    @staticmethod
+    def _wait(futures: list[Future], most_pending: int) -> None:
+        """Wait until at most ``most_pending`` futures are running; raise the first failure."""
+        pending = {f for f in futures if not f.done()}
+        for future in futures:
+            if future.done() and future.exception() is not None:
+                raise future.exception()
+        while len(pending) > most_pending:
+            finished, pending = wait(pending, return_when=FIRST_COMPLETED if most_pending else FIRST_EXCEPTION)
+            for future in finished:
+                if future.exception() is not None:
+                    raise future.exception()
+
+    def _hash_part(self, upload: FileUpload, part: PartRange) -> bytes:
+        """Read and hash one part (``upload.algorithm``) in a hashing thread."""
+        if self._stopped(upload):
+            raise Interrupted("stopped")
+        view = self._buffer(part.length)
+        upload.reader.read_into(view, part.offset)
+        return self._digest(upload, view)
+
+    @staticmethod
+    def _digest(upload: FileUpload, view: memoryview) -> bytes:
+        if upload.algorithm == "sha256":
+            return hashlib.sha256(view).digest()
+        return hashlib.md5(view, usedforsecurity=False).digest()
+
+    def _encoded(self, upload: FileUpload, digest: bytes) -> str:
+        return digest.hex() if upload.algorithm == "sha256" else md5_base64(digest)
+
+    def _sign(self, upload: FileUpload, digests: dict[int, bytes]) -> dict[int, SignedPart]:
+        """One API request for a window's part URLs, each with its digest signed in."""
+        if self._stopped(upload):
+            raise Interrupted("stopped")
+        return self.api.sign(upload.links["sign"], {n: self._encoded(upload, d) for n, d in digests.items()},
+                             now=self._clock(), algorithm=upload.algorithm)
+
+    def _send_task(self, upload: FileUpload, part: PartRange, digest: bytes, signed: SignedPart) -> None:
+        if self._stopped(upload):
+            raise Interrupted("stopped")
+        view = self._buffer(part.length)
+        upload.reader.read_into(view, part.offset)
+        self.send(upload, part, view, digest, signed)
 
     def _stopped(self, upload: FileUpload) -> bool:
         return upload.stop.is_set() or self._cancelled.is_set()
@@ -109,11 +171,7 @@ class PartSender:
             if upload.algorithm == "md5":
                 self.send(upload, part, view, md5)
                 return
-        if upload.algorithm == "sha256":
-            digest = hashlib.sha256(view).digest()
-        else:
-            digest = hashlib.md5(view, usedforsecurity=False).digest()
-        self.send(upload, part, view, digest)
+        self.send(upload, part, view, self._digest(upload, view))
 
     def _buffer(self, size: int) -> memoryview:
         buffer = getattr(self._local, "buffer", None)
@@ -121,7 +179,8 @@ class PartSender:
             buffer = self._local.buffer = bytearray(size)
         return memoryview(buffer)[:size]
 
-    def send(self, upload: FileUpload, part: PartRange, view: memoryview, digest: bytes) -> None:
+    def send(self, upload: FileUpload, part: PartRange, view: memoryview, digest: bytes,
+             signed: SignedPart | None = None) -> None:
         """PUT one part with its digest (``upload.algorithm``) signed into the URL.
 
         Retried with backoff: connection errors, 5xx, 408/429, BadDigest or
@@ -129,8 +188,7 @@ class PartSender:
         bytes), 403 (re-signed first: the URL may have expired). NoSuchUpload
         raises :class:`UploadGone`; other 4xx raise :class:`TransferError` at once.
         """
-        value = digest.hex() if upload.algorithm == "sha256" else md5_base64(digest)
-        signed: SignedPart | None = None
+        value = self._encoded(upload, digest)
         try:
             for attempt in retrying(self.config, self._sleep):
                 with attempt:
@@ -160,12 +218,15 @@ class PartSender:
             md5 = digest if upload.algorithm == "md5" else None
             if md5 is not None and etag_is_md5(etag) and etag != md5.hex():
                 self.progress.add(upload.key, -body.sent)
+                self._check_unchanged(upload, part, view, digest)
                 raise Retryable(f"part {part.number}: S3 stored other bytes (ETag {etag}, sent {md5.hex()})")
             self._record(upload, part.number, etag, md5, reused=False)
             self.progress.flush(upload.key)
             return
         self.progress.add(upload.key, -body.sent)
         status, code = response.status_code, s3_error_code(response)
+        if code in DIGEST_CODES:
+            self._check_unchanged(upload, part, view, digest)
         if status == 403:
             signed.expires_in = -1.0  # sign again before the next try (expired, or refused)
             raise Retryable(f"part {part.number}: 403 {code} from S3", resign=True)
@@ -175,6 +236,12 @@ class PartSender:
             raise Retryable(f"part {part.number}: {status} {code} from S3",
                             retry_after=parse_retry_after(response.headers.get("Retry-After")))
         raise TransferError(f"{upload.key!r}: part {part.number}: S3 answered {status} {code}")
+
+    def _check_unchanged(self, upload: FileUpload, part: PartRange, view: memoryview, digest: bytes) -> None:
+        """S3 refused our digest: damaged on the way (retry), or the file changed since it was hashed?"""
+        if self._digest(upload, view) != digest:
+            raise FileChanged(f"{upload.path}: part {part.number} changed while being uploaded; run again to "
+                              f"upload the new content")
 
     def _expired(self, signed: SignedPart) -> bool:
         """True when the URL must be signed again: refused, or about to expire (``resign_margin``)."""

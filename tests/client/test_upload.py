@@ -170,7 +170,7 @@ def test_expired_part_url_is_signed_again(make_uploader, make_file, proxy, owner
     api = CountingSession(owner.token)
     result = make_uploader(api_session=api).upload(path)
     assert [e.status for e in proxy.part_puts() if e.part == 2] == [403, 403, 200]
-    assert api.counts["sign"] == 3 + 2  # one per part, and a fresh URL after each 403
+    assert api.counts["sign"] == 1 + 2  # one for the window of 3 parts, and a fresh URL after each 403
     assert result.checksum == file_s3etag(path, 5 * MiB)
 
 
@@ -247,3 +247,48 @@ def test_empty_file_is_uploaded_and_a_rerun_skips_it(make_uploader, make_file, p
     assert owner.api().get(result.content_url, timeout=60).content == b""
     again = make_uploader().upload(path)
     assert again.status == "skipped" and again.checksum == result.checksum
+
+
+def test_parts_are_signed_a_window_at_a_time(make_uploader, make_file, proxy, owner):
+    """7 parts in windows of 3: three sign requests, not seven; every part still gets its own digest signed."""
+    from oarepo_s3_client import TransferConfig
+
+    path = make_file("windows.bin", 6 * 5 * MiB + 1)
+    api = CountingSession(owner.token)
+    config = TransferConfig(concurrency=2, part_size=5 * MiB, checksum="md5", sign_batch=3)
+    result = make_uploader(api_session=api, config=config).upload(path)
+    assert result.status == "completed" and result.checksum == file_s3etag(path, 5 * MiB)
+    assert api.counts["sign"] == 3
+    puts = proxy.part_puts()
+    assert sorted(e.part for e in puts) == list(range(1, 8))
+    assert len({e.headers["Content-MD5"] for e in puts}) == 7
+
+
+def test_part_changed_after_hashing_is_reported_not_retried(make_uploader, make_file, proxy):
+    """A part hashed ahead, then changed before its PUT: S3 refuses the digest and the client says why."""
+    from oarepo_s3_client import FileChanged, TransferConfig
+
+    path = make_file("changing.bin", 4 * 5 * MiB)
+    proxy.set_put_delay(0.5)
+    config = TransferConfig(concurrency=1, part_size=5 * MiB, checksum="md5", backoff_initial=0.01,
+                            backoff_max=0.05)
+    uploader = make_uploader(config=config, subscribers=[ChangeOnce(path, offset=3 * 5 * MiB + 10)])
+    with pytest.raises(FileChanged, match="part 4 changed"):
+        uploader.upload(path)
+    assert [e.status for e in proxy.part_puts() if e.part == 4] == [400]  # refused once, not retried
+
+
+class ChangeOnce:
+    """A progress subscriber that flips a byte of the file once the first bytes went out."""
+
+    def __init__(self, path, offset):
+        self.path, self.offset, self.done = path, offset, False
+
+    def on_progress(self, bytes_transferred, **kwargs):
+        if not self.done and not kwargs.get("initial") and bytes_transferred > 0:
+            self.done = True
+            with open(self.path, "r+b") as fp:
+                fp.seek(self.offset)
+                byte = fp.read(1)
+                fp.seek(self.offset)
+                fp.write(bytes([byte[0] ^ 0xFF]))
