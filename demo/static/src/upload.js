@@ -66,6 +66,15 @@ async function refreshFiles() {
   fileList.hidden = entries.length === 0
 }
 
+async function refreshUntilSettled(key, tries = 20) {
+  for (let i = 0; i < tries; i++) {
+    await refreshFiles()
+    const row = [...fileList.tBodies[0].rows].find((r) => r.dataset.key === key)
+    if (!row || row.dataset.status !== 'pending') return
+    await new Promise((resolve) => setTimeout(resolve, 250))
+  }
+}
+
 function startUploader() {
   const uppy = new Uppy({ id: 'draft-upload', autoProceed: false })
     .use(Dashboard, {
@@ -89,7 +98,9 @@ function startUploader() {
     refreshFiles()
   })
   uppy.on('upload-error', (file, error) => say(`${file.name} failed: ${error.message}. Use Retry to try again.`))
-  uppy.on('file-removed', () => refreshFiles())
+  // Uppy aborts a cancelled upload with a request of its own, after this event: list the files
+  // until the pending entry is gone (or a few seconds passed), not just once.
+  uppy.on('file-removed', (file) => refreshUntilSettled(file.name))
   uppy.on('complete', ({ successful = [], failed = [] }) => {
     const done = `${successful.length} file${successful.length === 1 ? '' : 's'} uploaded`
     say(failed.length ? `${done}; ${failed.length} failed: use Retry to resume.` : `${done}.`)
