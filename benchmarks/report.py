@@ -115,6 +115,12 @@ class Report:
                      "pages, then comparing every part's number, ETag and size). "
                      "Init and re-sign answer one presigned URL per part, so they grow with the part count by "
                      "design; the time per part is the figure to watch.", "")
+        files = d.get("files", {})
+        if files:
+            most = max(files, key=int)
+            r = files[most]
+            self.add(f"Listing {int(most):,} completed files took {r['median_ms']:.0f} ms, {r['app_cpu_ms']:.0f} ms "
+                     "of it the app's CPU (each file's JSON with its links; the database did little).", "")
 
     def client(self) -> None:
         self.add("## Client: oarepo-s3 vs aws-cli vs boto3", "")
@@ -144,6 +150,14 @@ class Report:
                              f"{r['cpu_s_per_gib'] / aws['cpu_s_per_gib']:.2f}x |")
             for name, floor in self.hash_floors(d).items():
                 self.add(f"| {dict(md5='MD5', sha256='SHA-256').get(name, name)} alone (hashlib) | | | {floor:.2f} | | | | |")
+            for direction, by in d["results"].items():
+                speeds = [r["throughput_mb_s"] for r in by.values()]
+                ours = by["oarepo-s3"]
+                server = ours["s3_cpu_s_per_gib"] * ours["throughput_mb_s"] * 1e6 / GiB
+                if max(speeds) <= 1.15 * min(speeds) and server >= 0.8:
+                    self.add("", f"All three {direction}s ran at the same speed within "
+                             f"{100 * (max(speeds) / min(speeds) - 1):.0f}%, with the S3 server keeping "
+                             f"{server:.2f} cores busy: the server, not the clients, set the pace.")
             self.add("", f"`oarepo-s3` had S3 verify its parts with {', '.join(d.get('checksum_algorithms') or ['md5'])}"
                      " (its `--checksum` default).", "")
             self.client_targets(s3, d)
@@ -169,9 +183,13 @@ class Report:
             why_speed = (f"during our upload the S3 server kept {s3_busy:.2f} of the {cores} cores busy, the client "
                          f"{client_busy:.2f}, the app {app_busy:.2f}; the whole machine was {busy:.2f} cores busy "
                          f"(other processes: {max(0.0, busy - ours_busy):.2f}). ")
+            others = max(0.0, busy - ours_busy)
             if busy >= 0.85 * cores:
-                why_speed += ("The cores were saturated, so no client could go faster here; the machine is shared, "
-                              "and the other processes' load fell on every client's runs alike.")
+                why_speed += (f"The {cores} cores were saturated"
+                              + (", most of them by the S3 server" if s3_busy >= 0.5 * busy else "")
+                              + ", so no client could go faster on this machine"
+                              + (f"; other processes of the shared machine took {others:.2f} cores, in every "
+                                 "client's runs alike." if others >= 0.15 else "."))
             elif s3_busy >= 0.8:
                 why_speed += ("The S3 server is the bottleneck: moto serves requests in Python under one GIL, about "
                               "one core at most, whichever client sends them.") if s3 == "moto" else \
@@ -182,7 +200,8 @@ class Report:
         if cpu > 0.5:
             algorithm = (d.get("checksum_algorithms") or ["md5"])[0]
             floor = self.hash_floors(d).get(algorithm, 0.0)
-            why_cpu = (f"of our {ours['cpu_s_per_gib']:.2f} CPU s/GiB, {floor:.2f} are {algorithm.upper()} alone "
+            label = {"md5": "MD5", "sha256": "SHA-256"}.get(algorithm, algorithm)
+            why_cpu = (f"of our {ours['cpu_s_per_gib']:.2f} CPU s/GiB, {floor:.2f} are {label} alone "
                        f"(every part is hashed so that S3 can verify it; aws-cli hashes nothing); without it "
                        f"{ours['cpu_s_per_gib'] - floor:.2f} s/GiB, "
                        f"{(ours['cpu_s_per_gib'] - floor) / aws['cpu_s_per_gib']:.2f}x aws-cli's.")
@@ -289,6 +308,12 @@ class Report:
         self.image(plots.cleanup({db: d["rows"] for db, d in runs.items()}, self.images / "perf-cleanup.png"),
                    "cleanup time per session")
         statements = next(iter(runs.values()))["rows"][0]["sql_statements_per_session"]
+        big = max((r for d in runs.values() for r in d["rows"]), key=lambda r: r["count"])
+        self.add(f"At {big['count']:,} sessions, {big['process_cpu_seconds']:.0f} of the {big['seconds']:.0f} s were "
+                 "the cleanup process's own CPU (Python), and the machine was "
+                 f"{big.get('machine_cpu_seconds', 0) / big['seconds']:.2f} cores busy in all: one run expires one "
+                 "session at a time, on about one core. Workers run side by side (`SKIP LOCKED`), so several divide "
+                 "a backlog between them.", "")
         self.add("Each session is expired in its own short transaction (claim with `FOR UPDATE SKIP LOCKED`, abort "
                  "in S3, remove the pending ObjectVersion and FileInstance, give the bucket its size back, mark the "
                  f"session): one S3 call, {statements:g} SQL statements and one commit per session, so the time "
