@@ -395,6 +395,7 @@ class AppServer:
     url: str
     process: subprocess.Popen
     log: Path
+    own_logdir: bool = False
 
     def cpu(self) -> CpuMeter:
         return CpuMeter([self.process.pid])
@@ -413,6 +414,8 @@ class AppServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        if self.own_logdir:
+            shutil.rmtree(self.log.parent, ignore_errors=True)
 
 
 def start_gunicorn(config: dict, workers: int = 1, threads: int = 1, logdir: Path | None = None) -> AppServer:
@@ -420,6 +423,7 @@ def start_gunicorn(config: dict, workers: int = 1, threads: int = 1, logdir: Pat
     import requests
 
     port = free_ports()[0]
+    own_logdir = logdir is None
     logdir = logdir or Path(tempfile.mkdtemp(prefix="oarepo-s3-bench-gunicorn-"))
     log = logdir / "gunicorn.log"
     cmd = [sys.executable, "-m", "gunicorn", "--chdir", str(ROOT / "benchmarks"), "--bind", f"127.0.0.1:{port}",
@@ -430,7 +434,7 @@ def start_gunicorn(config: dict, workers: int = 1, threads: int = 1, logdir: Pat
     with open(log, "wb") as out:
         process = subprocess.Popen([*cmd, "wsgi:app"], env=env, stdout=out, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL)
-    server = AppServer(f"http://127.0.0.1:{port}", process, log)
+    server = AppServer(f"http://127.0.0.1:{port}", process, log, own_logdir)
     try:
         wait_for_port(port, process, "gunicorn", timeout=120)
         # Workers import the app after the port opens: wait until as many answer as were started.

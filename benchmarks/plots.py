@@ -27,8 +27,8 @@ def _save(fig, path: Path) -> Path:
 
 def _plain_log_axes(ax) -> None:
     """Log axes labelled 10, 100, 1,000 rather than 10^1, 10^2, 10^3."""
-    for axis in (ax.xaxis, ax.yaxis):
-        axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    for axis, subs in ((ax.xaxis, (1.0,)), (ax.yaxis, (1.0, 2.0, 5.0))):
+        axis.set_major_locator(LogLocator(base=10, subs=subs))
         axis.set_major_formatter(PLAIN)
         axis.set_minor_formatter(NullFormatter())
 
