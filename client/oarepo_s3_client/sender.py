@@ -88,18 +88,21 @@ class PartSender:
         """
         futures: list[Future] = [self.executor.submit(self._part_task, upload, p) for p in parts
                                  if p.number in upload.held]
+        pending = set(futures)
         fresh = [p for p in parts if p.number not in upload.held]
         window = max(1, self.config.sign_batch)
         hashers = ThreadPoolExecutor(min(2, self.config.concurrency), thread_name_prefix="oarepo-s3-hash")
         try:
             for start in range(0, len(fresh), window):
-                self._wait(futures, most_pending=2 * window)  # hash no further ahead than two windows
+                pending = self._wait(pending, most_pending=2 * window)  # hash at most two windows ahead
                 chunk = fresh[start : start + window]
                 digests = list(hashers.map(lambda p: self._hash_part(upload, p), chunk))
                 signed = self._sign(upload, dict(zip((p.number for p in chunk), digests)))
-                futures += [self.executor.submit(self._send_task, upload, p, d, signed[p.number])
-                            for p, d in zip(chunk, digests)]
-            self._wait(futures, most_pending=0)
+                sent = [self.executor.submit(self._send_task, upload, p, d, signed[p.number])
+                        for p, d in zip(chunk, digests)]
+                futures += sent
+                pending.update(sent)
+            self._wait(pending, most_pending=0)
         except BaseException:
             upload.stop.set()
             for future in futures:
@@ -110,25 +113,33 @@ class PartSender:
             hashers.shutdown(wait=True, cancel_futures=True)
 
     @staticmethod
-    def _wait(futures: list[Future], most_pending: int) -> None:
-        """Wait until at most ``most_pending`` futures are running; raise the first failure."""
-        pending = {f for f in futures if not f.done()}
-        for future in futures:
-            if future.done() and future.exception() is not None:
-                raise future.exception()
-        while len(pending) > most_pending:
-            finished, pending = wait(pending, return_when=FIRST_COMPLETED if most_pending else FIRST_EXCEPTION)
+    def _wait(pending: set[Future], most_pending: int) -> set[Future]:
+        """Wait until at most ``most_pending`` futures are unfinished; raise the first failure.
+
+        :returns: the unfinished ones (finished ones are checked and dropped, so
+            the set stays about two windows long however big the file).
+        """
+        finished = {f for f in pending if f.done()}
+        pending = pending - finished
+        while True:
             for future in finished:
                 if future.exception() is not None:
                     raise future.exception()
+            if len(pending) <= most_pending:
+                return pending
+            finished, pending = wait(pending, return_when=FIRST_COMPLETED if most_pending else FIRST_EXCEPTION)
 
-    def _hash_part(self, upload: FileUpload, part: PartRange) -> bytes:
-        """Read and hash one part (``upload.algorithm``) in a hashing thread."""
+    def _read(self, upload: FileUpload, part: PartRange) -> memoryview:
+        """The part's bytes, in this thread's buffer (unless the upload was stopped)."""
         if self._stopped(upload):
             raise Interrupted("stopped")
         view = self._buffer(part.length)
         upload.reader.read_into(view, part.offset)
-        return self._digest(upload, view)
+        return view
+
+    def _hash_part(self, upload: FileUpload, part: PartRange) -> bytes:
+        """Read and hash one part (``upload.algorithm``) in a hashing thread."""
+        return self._digest(upload, self._read(upload, part))
 
     @staticmethod
     def _digest(upload: FileUpload, view: memoryview) -> bytes:
@@ -136,31 +147,22 @@ class PartSender:
             return hashlib.sha256(view).digest()
         return hashlib.md5(view, usedforsecurity=False).digest()
 
-    def _encoded(self, upload: FileUpload, digest: bytes) -> str:
-        return digest.hex() if upload.algorithm == "sha256" else md5_base64(digest)
-
     def _sign(self, upload: FileUpload, digests: dict[int, bytes]) -> dict[int, SignedPart]:
-        """One API request for a window's part URLs, each with its digest signed in."""
+        """One API request for part URLs (a window, or one part to re-sign), each with its digest signed in."""
         if self._stopped(upload):
             raise Interrupted("stopped")
-        return self.api.sign(upload.links["sign"], {n: self._encoded(upload, d) for n, d in digests.items()},
+        encode = bytes.hex if upload.algorithm == "sha256" else md5_base64  # x-amz-content-sha256 / Content-MD5
+        return self.api.sign(upload.links["sign"], {n: encode(d) for n, d in digests.items()},
                              now=self._clock(), algorithm=upload.algorithm)
 
     def _send_task(self, upload: FileUpload, part: PartRange, digest: bytes, signed: SignedPart) -> None:
-        if self._stopped(upload):
-            raise Interrupted("stopped")
-        view = self._buffer(part.length)
-        upload.reader.read_into(view, part.offset)
-        self.send(upload, part, view, digest, signed)
+        self.send(upload, part, self._read(upload, part), digest, signed)
 
     def _stopped(self, upload: FileUpload) -> bool:
         return upload.stop.is_set() or self._cancelled.is_set()
 
     def _part_task(self, upload: FileUpload, part: PartRange) -> None:
-        if self._stopped(upload):
-            raise Interrupted("stopped")
-        view = self._buffer(part.length)
-        upload.reader.read_into(view, part.offset)
+        view = self._read(upload, part)
         if part.number in upload.held:  # S3 holds a part from an earlier run: is it exactly these bytes?
             md5 = hashlib.md5(view, usedforsecurity=False).digest()
             if upload.held[part.number] == md5.hex():
@@ -188,15 +190,13 @@ class PartSender:
         bytes), 403 (re-signed first: the URL may have expired). NoSuchUpload
         raises :class:`UploadGone`; other 4xx raise :class:`TransferError` at once.
         """
-        value = self._encoded(upload, digest)
         try:
             for attempt in retrying(self.config, self._sleep):
                 with attempt:
                     if self._stopped(upload):
                         raise Interrupted("stopped")
                     if signed is None or self._expired(signed):
-                        signed = self.api.sign(upload.links["sign"], {part.number: value}, now=self._clock(),
-                                               algorithm=upload.algorithm)[part.number]
+                        signed = self._sign(upload, {part.number: digest})[part.number]
                     self._put(upload, part, view, digest, signed)
                     return
         except Retryable as e:
@@ -218,7 +218,7 @@ class PartSender:
             md5 = digest if upload.algorithm == "md5" else None
             if md5 is not None and etag_is_md5(etag) and etag != md5.hex():
                 self.progress.add(upload.key, -body.sent)
-                self._check_unchanged(upload, part, view, digest)
+                self._raise_if_changed(upload, part, view, digest)
                 raise Retryable(f"part {part.number}: S3 stored other bytes (ETag {etag}, sent {md5.hex()})")
             self._record(upload, part.number, etag, md5, reused=False)
             self.progress.flush(upload.key)
@@ -226,7 +226,7 @@ class PartSender:
         self.progress.add(upload.key, -body.sent)
         status, code = response.status_code, s3_error_code(response)
         if code in DIGEST_CODES:
-            self._check_unchanged(upload, part, view, digest)
+            self._raise_if_changed(upload, part, view, digest)
         if status == 403:
             signed.expires_in = -1.0  # sign again before the next try (expired, or refused)
             raise Retryable(f"part {part.number}: 403 {code} from S3", resign=True)
@@ -237,7 +237,7 @@ class PartSender:
                             retry_after=parse_retry_after(response.headers.get("Retry-After")))
         raise TransferError(f"{upload.key!r}: part {part.number}: S3 answered {status} {code}")
 
-    def _check_unchanged(self, upload: FileUpload, part: PartRange, view: memoryview, digest: bytes) -> None:
+    def _raise_if_changed(self, upload: FileUpload, part: PartRange, view: memoryview, digest: bytes) -> None:
         """S3 refused our digest: damaged on the way (retry), or the file changed since it was hashed?"""
         if self._digest(upload, view) != digest:
             raise FileChanged(f"{upload.path}: part {part.number} changed while being uploaded; run again to "
