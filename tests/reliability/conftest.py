@@ -7,9 +7,12 @@ Figures the tests measure are written to ``test-artifacts/reliability/*.json``
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+
+from oarepo_s3.s3 import S3Client, build_boto3_client
 
 from ..rest.conftest import api_url, app, draft, owner, state, users  # noqa: F401  (fixtures)
 
@@ -19,6 +22,30 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "reliabilit
 def lane_name(s3_backend, database_uri: str) -> str:
     """``moto-sqlite``, ``ceph-postgresql``..."""
     return f"{s3_backend.name}-{database_uri.split(':', 1)[0].split('+', 1)[0]}"
+
+
+@contextmanager
+def control_client_switch(app):
+    """``use(endpoint, **config)`` points the app's S3 control client elsewhere (a fault proxy); restored after.
+
+    The presigner is built first, from the real endpoint: URLs keep pointing
+    at S3, only the app's own control calls take the detour.
+    """
+    state = app.extensions["oarepo-s3"]
+    state.presigner  # noqa: B018
+    original = state.__dict__.get("s3")
+
+    def use(endpoint: str, **config) -> None:
+        state.__dict__["s3"] = S3Client(build_boto3_client({**app.config, "S3_ENDPOINT_URL": endpoint, **config}),
+                                        tenant=app.config.get("S3_TENANT"))
+
+    try:
+        yield use
+    finally:
+        if original is not None:
+            state.__dict__["s3"] = original
+        else:
+            state.__dict__.pop("s3", None)
 
 
 @pytest.fixture(scope="module")

@@ -26,12 +26,12 @@ from invenio_db import db
 
 from oarepo_s3.cleanup import run_cleanup, sweep_orphans
 from oarepo_s3.models import MultipartUploadSession, utcnow
-from oarepo_s3.s3 import S3Client, build_boto3_client
 
 from ..helpers import put_parts
 from ..rest.conftest import start_upload
 from ..s3_proxy import FaultProxy
 from .books import books_problems
+from .conftest import control_client_switch
 
 pytestmark = pytest.mark.s3_backends("moto")
 
@@ -47,23 +47,12 @@ DB_KEYS = ("sessions", "objects", "files", "records")
 def proxy(app, s3_server):
     """The app's control client, through a fault proxy (2 attempts, 1 s timeouts)."""
     proxy = FaultProxy(s3_server).start()
-    state = app.extensions["oarepo-s3"]
-    state.presigner  # noqa: B018  (built from the real endpoint before the switch)
-    original = state.__dict__.get("s3")
-
-    def use(endpoint):
-        config = {**app.config, "S3_ENDPOINT_URL": endpoint, "OAREPO_S3_MAX_ATTEMPTS": 2,
-                  "OAREPO_S3_CONNECT_TIMEOUT": 1, "OAREPO_S3_READ_TIMEOUT": 1}
-        state.__dict__["s3"] = S3Client(build_boto3_client(config))
-
-    proxy.use = use
-    use(proxy.url)
-    yield proxy
-    proxy.stop()
-    if original is not None:
-        state.__dict__["s3"] = original
-    else:
-        state.__dict__.pop("s3", None)
+    with control_client_switch(app) as switch:
+        proxy.use = lambda endpoint: switch(endpoint, OAREPO_S3_MAX_ATTEMPTS=2, OAREPO_S3_CONNECT_TIMEOUT=1,
+                                            OAREPO_S3_READ_TIMEOUT=1)
+        proxy.use(proxy.url)
+        yield proxy
+        proxy.stop()
 
 
 def inject(proxy, fault: str, methods) -> list:

@@ -30,12 +30,12 @@ from invenio_files_rest.models import ObjectVersion
 
 from oarepo_s3.cleanup import expire_uploads
 from oarepo_s3.models import MultipartUploadSession
-from oarepo_s3.s3 import S3Client, build_boto3_client
 
 from ..helpers import put_parts
 from ..rest.conftest import start_upload
 from ..s3_proxy import FaultProxy
 from .books import books_problems
+from .conftest import control_client_switch
 
 REPETITIONS = int(os.environ.get("OAREPO_S3_RACE_REPETITIONS", "5"))
 
@@ -44,17 +44,10 @@ REPETITIONS = int(os.environ.get("OAREPO_S3_RACE_REPETITIONS", "5"))
 def proxy(app, s3_server):
     """The app's control client through the proxy (nothing injected unless a test asks)."""
     proxy = FaultProxy(s3_server).start()
-    state = app.extensions["oarepo-s3"]
-    state.presigner  # noqa: B018  (built from the real endpoint before the switch)
-    original = state.__dict__.get("s3")
-    state.__dict__["s3"] = S3Client(build_boto3_client({**app.config, "S3_ENDPOINT_URL": proxy.url}),
-                                    tenant=app.config.get("S3_TENANT"))
-    yield proxy
-    proxy.stop()
-    if original is not None:
-        state.__dict__["s3"] = original
-    else:
-        state.__dict__.pop("s3", None)
+    with control_client_switch(app) as switch:
+        switch(proxy.url)
+        yield proxy
+        proxy.stop()
 
 
 @pytest.fixture(scope="module")
