@@ -89,9 +89,7 @@ def init_upload(pid_value):
     key = validate_rest_key(body["key"])
     if body["size"] == 0:  # nothing to upload: the empty file is created complete, without a multipart upload
         entry = drafts.create_empty_file(record, key, content_type=body["multipart_content_type"])
-        response = jsonify(file_json(record, entry))
-        response.status_code = 201
-        return response
+        return jsonify(file_json(record, entry)), 201
     url_values = {"pid_value": record.pid_value, "key": key}
     session, described = drafts.start_file_upload(
         record,
@@ -105,9 +103,7 @@ def init_upload(pid_value):
     )
     data = file_json(record, drafts.get_file(record, key))
     data["multipart_upload"] = described
-    response = jsonify(data)
-    response.status_code = 201
-    return response
+    return jsonify(data), 201
 
 
 def get_draft_file(pid_value, key):
