@@ -64,6 +64,10 @@ class UploadGone(ClientError):
     """The upload was aborted or expired on the server while we were sending parts."""
 
 
+class S3Unreachable(Exception):
+    """S3 could not be reached or dropped the connection (refused, reset, timed out): a retry may cure it."""
+
+
 class FileChanged(ClientError):
     """The local file changed while it was being uploaded (size or modification time)."""
 

@@ -1,19 +1,23 @@
-"""Plain HTTP to S3's presigned URLs: a credential-free session, streamed bodies, S3 errors."""
+"""HTTP to S3's presigned URLs: a credential-free session, how parts are sent, S3's error codes."""
 
 from __future__ import annotations
 
 import os
 import re
+import select
 from collections.abc import Callable
+from urllib.parse import urlsplit
 
 import requests
+import requests.utils
 from requests.adapters import HTTPAdapter
 
-from .errors import Interrupted
+from .errors import Interrupted, S3Unreachable
+from .localfile import FileReader
+from .models import S3Answer
+from .sendfile_put import SendfilePut
 
 _S3_CODE = re.compile(rb"<Code>([^<]{1,64})</Code>")
-BODY_SLICE = 1024 * 1024
-"""Bytes handed to ``sendall`` at once: progress granularity, and few system calls per part."""
 
 
 def _no_auth(request: requests.PreparedRequest) -> requests.PreparedRequest:
@@ -42,70 +46,84 @@ def s3_error_code(response: requests.Response) -> str:
     return match.group(1).decode("ascii", "replace") if match else ""
 
 
-def looks_expired(response: requests.Response) -> bool:
-    """A 403 that a fresh signature may cure (expired URL, clock skew, or an unknown refusal)."""
-    return response.status_code == 403
-
-
-class PartBody:
-    """A request body sending a memoryview in 1 MiB slices, reporting progress after each.
+class RegionBody:
+    """A request body reading a file region in 1 MiB slices, reporting progress after each.
 
     It has a length (requests sends ``Content-Length``, not chunked) and
-    yields zero-copy slices that urllib3 passes straight to ``sendall``. A
-    set ``stop`` event raises :class:`~.errors.Interrupted` between slices
-    (Ctrl-C ends a part within a megabyte).
+    yields the reader's slice buffer, which urllib3 passes to ``sendall``
+    before asking for the next. A set ``stop`` raises
+    :class:`~.errors.Interrupted` between slices (Ctrl-C ends a part within a
+    megabyte).
 
     :param report: called with each slice's size once it is handed to the socket.
     """
 
-    def __init__(self, view: memoryview, report: Callable[[int], None], stopped: Callable[[], bool]):
-        self._view = view
+    def __init__(self, reader: FileReader, offset: int, length: int, report: Callable[[int], None],
+                 stopped: Callable[[], bool]):
+        self._reader = reader
+        self._offset = offset
+        self._length = length
         self._report = report
         self._stopped = stopped
-        self.sent = 0
 
     def __len__(self) -> int:
-        return self._view.nbytes
+        return self._length
 
     def __iter__(self):
-        view, size = self._view, self._view.nbytes
-        for offset in range(0, size, BODY_SLICE):
+        for piece in self._reader.slices(self._offset, self._length):
             if self._stopped():
                 raise Interrupted("stopped")
-            piece = view[offset : offset + BODY_SLICE]
             yield piece
-            self.sent += len(piece)
-            self._report(len(piece))
+            self._report(piece.nbytes)
 
 
-class FileReader:
-    """Positional reads of a local file that many threads share (``preadv`` on POSIX)."""
+class PartTransport:
+    """How a part's bytes travel to its presigned URL: ``os.sendfile`` where it can, else requests.
 
-    def __init__(self, path: str | os.PathLike):
-        self.path = path
-        self._fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0)) if hasattr(os, "preadv") else None
+    ``sendfile`` (:class:`~.sendfile_put.SendfilePut`) needs a plain-``http://``
+    URL that no proxy from the environment applies to, a file descriptor,
+    and ``zero_copy``; everything else (TLS, proxies, an injected session,
+    Windows) goes through ``session`` with a :class:`RegionBody`.
+    """
 
-    def read_into(self, view: memoryview, offset: int) -> None:
-        """Fill ``view`` with the file's bytes at ``offset``.
+    def __init__(self, session: requests.Session, *, zero_copy: bool, pool_size: int, connect_timeout: float,
+                 read_timeout: float):
+        self.session = session
+        self.timeout = (connect_timeout, read_timeout)
+        usable = zero_copy and hasattr(os, "sendfile") and hasattr(select, "poll")
+        self._sendfile = SendfilePut(pool_size, connect_timeout, read_timeout) if usable else None
+        self._direct: dict[str, bool] = {}
+        """scheme://netloc -> may use sendfile (no proxy applies)."""
 
-        :raises EOFError: the file is shorter than expected (it changed).
+    def uses_sendfile(self, url: str) -> bool:
+        """True when PUTs to ``url`` go by ``os.sendfile``."""
+        if self._sendfile is None:
+            return False
+        parts = urlsplit(url)
+        origin = f"{parts.scheme}://{parts.netloc}"
+        direct = self._direct.get(origin)
+        if direct is None:
+            direct = self._direct[origin] = parts.scheme == "http" and not (
+                self.session.trust_env and requests.utils.get_environ_proxies(origin))
+        return direct
+
+    def put(self, url: str, headers: dict[str, str], reader: FileReader, offset: int, length: int,
+            report: Callable[[int], None], stopped: Callable[[], bool]) -> S3Answer:
+        """PUT bytes ``[offset, offset + length)`` of ``reader``'s file to ``url``.
+
+        :raises S3Unreachable: the connection failed (refused, reset, timed out).
+        :raises FileChanged: the file ended early.
         """
-        if self._fd is None:  # Windows: no positional reads, one handle per read
-            with open(self.path, "rb", buffering=0) as fp:
-                fp.seek(offset)
-                n = fp.readinto(view)
-            if n != view.nbytes:
-                raise EOFError(f"the file ended at byte {offset + (n or 0)}, expected {offset + view.nbytes}")
-            return
-        done, size = 0, view.nbytes
-        while done < size:
-            n = os.preadv(self._fd, [view[done:]], offset + done)
-            if n == 0:
-                raise EOFError(f"the file ended at byte {offset + done}, expected {offset + size}")
-            done += n
+        if reader.fileno is not None and self.uses_sendfile(url):
+            return self._sendfile.put(url, headers, reader.fileno, offset, length, report, stopped)
+        body = RegionBody(reader, offset, length, report, stopped)
+        try:
+            response = self.session.put(url, data=body, headers=headers, timeout=self.timeout)
+        except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as e:
+            raise S3Unreachable(f"{type(e).__name__}: {e}") from e
+        return S3Answer(response.status_code, response.headers, response.content)
 
     def close(self) -> None:
-        """Close the descriptor."""
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        """Close the sendfile connections (the session is closed by its owner)."""
+        if self._sendfile is not None:
+            self._sendfile.close()

@@ -12,12 +12,13 @@ from pathlib import Path
 import requests
 
 from .api import Api
-from .errors import ApiError, FileChanged, Interrupted, TransferError, UploadGone
+from .errors import ApiError, FileChanged, Interrupted, S3Unreachable, TransferError, UploadGone
+from .localfile import FileReader
 from .models import SignedPart, TransferConfig
 from .parts import PartRange, etag_is_md5, md5_base64, normalize_etag
 from .progress import AggregatedProgress
 from .retry import Retryable, parse_retry_after, retrying
-from .s3http import FileReader, PartBody, s3_error_code
+from .s3http import PartTransport, s3_error_code
 from .state import Journal
 
 RETRYABLE_S3_CODES = frozenset(("BadDigest", "InvalidDigest", "XAmzContentSHA256Mismatch", "RequestTimeout",
@@ -60,20 +61,20 @@ class FileUpload:
 
 
 class PartSender:
-    """Runs part tasks on a bounded pool; one reusable buffer per worker thread (memory ``workers x part``)."""
+    """Runs part tasks on a bounded pool; parts are read in 1 MiB slices, never held whole."""
 
-    def __init__(self, api: Api, s3: requests.Session, executor: Executor, config: TransferConfig,
-                 progress: AggregatedProgress, clock: Callable[[], float], sleep: Callable[[float], None],
-                 cancelled: threading.Event):
+    def __init__(self, api: Api, s3: requests.Session, transport: PartTransport, executor: Executor,
+                 config: TransferConfig, progress: AggregatedProgress, clock: Callable[[], float],
+                 sleep: Callable[[float], None], cancelled: threading.Event):
         self.api = api
         self.s3 = s3
+        self.transport = transport
         self.executor = executor
         self.config = config
         self.progress = progress
         self._clock = clock
         self._sleep = sleep
         self._cancelled = cancelled
-        self._local = threading.local()
 
     def run(self, upload: FileUpload, parts: list[PartRange]) -> None:
         """Send (or, for parts in ``upload.held``, first check) ``parts``; the first failure stops the others.
@@ -84,7 +85,8 @@ class PartSender:
         signs the whole window. Signing is thus off each part's critical path,
         and the server answers one request per window instead of one per part
         (~10 ms of its CPU each). Each part is read twice (hash, then send);
-        the second read comes from the page cache.
+        the second read comes from the page cache, by ``sendfile`` where the
+        transport can.
         """
         futures: list[Future] = [self.executor.submit(self._part_task, upload, p) for p in parts
                                  if p.number in upload.held]
@@ -129,23 +131,11 @@ class PartSender:
                 return pending
             finished, pending = wait(pending, return_when=FIRST_COMPLETED if most_pending else FIRST_EXCEPTION)
 
-    def _read(self, upload: FileUpload, part: PartRange) -> memoryview:
-        """The part's bytes, in this thread's buffer (unless the upload was stopped)."""
+    def _hash_part(self, upload: FileUpload, part: PartRange) -> bytes:
+        """Read and hash one part (``upload.algorithm``), in a hashing thread."""
         if self._stopped(upload):
             raise Interrupted("stopped")
-        view = self._buffer(part.length)
-        upload.reader.read_into(view, part.offset)
-        return view
-
-    def _hash_part(self, upload: FileUpload, part: PartRange) -> bytes:
-        """Read and hash one part (``upload.algorithm``) in a hashing thread."""
-        return self._digest(upload, self._read(upload, part))
-
-    @staticmethod
-    def _digest(upload: FileUpload, view: memoryview) -> bytes:
-        if upload.algorithm == "sha256":
-            return hashlib.sha256(view).digest()
-        return hashlib.md5(view, usedforsecurity=False).digest()
+        return upload.reader.digest(part.offset, part.length, upload.algorithm)
 
     def _sign(self, upload: FileUpload, digests: dict[int, bytes]) -> dict[int, SignedPart]:
         """One API request for part URLs (a window, or one part to re-sign), each with its digest signed in."""
@@ -156,33 +146,25 @@ class PartSender:
                              now=self._clock(), algorithm=upload.algorithm)
 
     def _send_task(self, upload: FileUpload, part: PartRange, digest: bytes, signed: SignedPart) -> None:
-        self.send(upload, part, self._read(upload, part), digest, signed)
+        self.send(upload, part, digest, signed)
 
     def _stopped(self, upload: FileUpload) -> bool:
         return upload.stop.is_set() or self._cancelled.is_set()
 
     def _part_task(self, upload: FileUpload, part: PartRange) -> None:
-        view = self._read(upload, part)
-        if part.number in upload.held:  # S3 holds a part from an earlier run: is it exactly these bytes?
-            md5 = hashlib.md5(view, usedforsecurity=False).digest()
-            if upload.held[part.number] == md5.hex():
-                self._record(upload, part.number, md5.hex(), md5, reused=True)
-                self.progress.add(upload.key, part.length)
-                self.progress.flush(upload.key)
-                return
-            if upload.algorithm == "md5":
-                self.send(upload, part, view, md5)
-                return
-        self.send(upload, part, view, self._digest(upload, view))
+        """A part S3 holds from an earlier run: keep it if it is exactly these bytes, else send it."""
+        if self._stopped(upload):
+            raise Interrupted("stopped")
+        algorithms = ("md5",) if upload.algorithm == "md5" else ("md5", upload.algorithm)
+        md5, *other = upload.reader.digests(part.offset, part.length, algorithms)
+        if upload.held[part.number] == md5.hex():
+            self._record(upload, part.number, md5.hex(), md5, reused=True)
+            self.progress.add(upload.key, part.length)
+            self.progress.flush(upload.key)
+            return
+        self.send(upload, part, other[0] if other else md5)
 
-    def _buffer(self, size: int) -> memoryview:
-        buffer = getattr(self._local, "buffer", None)
-        if buffer is None or len(buffer) < size:
-            buffer = self._local.buffer = bytearray(size)
-        return memoryview(buffer)[:size]
-
-    def send(self, upload: FileUpload, part: PartRange, view: memoryview, digest: bytes,
-             signed: SignedPart | None = None) -> None:
+    def send(self, upload: FileUpload, part: PartRange, digest: bytes, signed: SignedPart | None = None) -> None:
         """PUT one part with its digest (``upload.algorithm``) signed into the URL.
 
         Retried with backoff: connection errors, 5xx, 408/429, BadDigest or
@@ -197,36 +179,45 @@ class PartSender:
                         raise Interrupted("stopped")
                     if signed is None or self._expired(signed):
                         signed = self._sign(upload, {part.number: digest})[part.number]
-                    self._put(upload, part, view, digest, signed)
+                    self._put(upload, part, digest, signed)
                     return
         except Retryable as e:
             raise TransferError(f"{upload.key!r}: {e} (after {self.config.max_attempts} tries)") from e
 
-    def _put(self, upload: FileUpload, part: PartRange, view: memoryview, digest: bytes, signed: SignedPart) -> None:
-        body = PartBody(view, lambda n: self.progress.add(upload.key, n), lambda: self._stopped(upload))
+    def _put(self, upload: FileUpload, part: PartRange, digest: bytes, signed: SignedPart) -> None:
+        sent = 0
+
+        def report(n: int) -> None:
+            nonlocal sent
+            sent += n
+            self.progress.add(upload.key, n)
+
         try:
-            response = self.s3.put(signed.url, data=body, headers=signed.headers,
-                                   timeout=(self.config.connect_timeout, self.config.read_timeout))
-        except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as e:
-            self.progress.add(upload.key, -body.sent)
-            raise Retryable(f"part {part.number}: {type(e).__name__}: {e}") from e
+            response = self.transport.put(signed.url, signed.headers, upload.reader, part.offset, part.length,
+                                          report, lambda: self._stopped(upload))
+        except S3Unreachable as e:
+            self.progress.add(upload.key, -sent)
+            raise Retryable(f"part {part.number}: {e}") from e
+        except FileChanged as e:
+            self.progress.add(upload.key, -sent)
+            raise self._changed(upload, part) from e
         except BaseException:
-            self.progress.add(upload.key, -body.sent)
+            self.progress.add(upload.key, -sent)
             raise
         if response.status_code == 200:
             etag = normalize_etag(response.headers.get("ETag"))
             md5 = digest if upload.algorithm == "md5" else None
             if md5 is not None and etag_is_md5(etag) and etag != md5.hex():
-                self.progress.add(upload.key, -body.sent)
-                self._raise_if_changed(upload, part, view, digest)
+                self.progress.add(upload.key, -sent)
+                self._raise_if_changed(upload, part, digest)
                 raise Retryable(f"part {part.number}: S3 stored other bytes (ETag {etag}, sent {md5.hex()})")
             self._record(upload, part.number, etag, md5, reused=False)
             self.progress.flush(upload.key)
             return
-        self.progress.add(upload.key, -body.sent)
+        self.progress.add(upload.key, -sent)
         status, code = response.status_code, s3_error_code(response)
         if code in DIGEST_CODES:
-            self._raise_if_changed(upload, part, view, digest)
+            self._raise_if_changed(upload, part, digest)
         if status == 403:
             signed.expires_in = -1.0  # sign again before the next try (expired, or refused)
             raise Retryable(f"part {part.number}: 403 {code} from S3", resign=True)
@@ -237,11 +228,19 @@ class PartSender:
                             retry_after=parse_retry_after(response.headers.get("Retry-After")))
         raise TransferError(f"{upload.key!r}: part {part.number}: S3 answered {status} {code}")
 
-    def _raise_if_changed(self, upload: FileUpload, part: PartRange, view: memoryview, digest: bytes) -> None:
+    def _raise_if_changed(self, upload: FileUpload, part: PartRange, digest: bytes) -> None:
         """S3 refused our digest: damaged on the way (retry), or the file changed since it was hashed?"""
-        if self._digest(upload, view) != digest:
-            raise FileChanged(f"{upload.path}: part {part.number} changed while being uploaded; run again to "
-                              f"upload the new content")
+        try:
+            changed = upload.reader.digest(part.offset, part.length, upload.algorithm) != digest
+        except FileChanged:
+            changed = True
+        if changed:
+            raise self._changed(upload, part)
+
+    @staticmethod
+    def _changed(upload: FileUpload, part: PartRange) -> FileChanged:
+        return FileChanged(f"{upload.path}: part {part.number} changed while being uploaded; run again to "
+                           f"upload the new content")
 
     def _expired(self, signed: SignedPart) -> bool:
         """True when the URL must be signed again: refused, or about to expire (``resign_margin``)."""

@@ -32,7 +32,8 @@ from .errors import (
 from .models import DownloadResult, TransferConfig, UploadResult
 from .parts import etag_is_md5, md5_from_base64, normalize_etag, part_ranges, s3etag, sha256_is_cheaper
 from .progress import AggregatedProgress, ProgressSubscriber
-from .s3http import FileReader, new_s3_session
+from .localfile import FileReader
+from .s3http import PartTransport, new_s3_session
 from .sender import FileUpload, PartSender
 from .state import StateStore
 
@@ -84,12 +85,15 @@ class Uploader:
         self._sleep = sleep or self._interruptible_sleep
         self.api = Api(token, config=self.config, session=api_session, sleep=self._sleep)
         self.s3 = s3_session if s3_session is not None else new_s3_session(self.config.concurrency)
+        self.transport = PartTransport(self.s3, zero_copy=self.config.zero_copy and s3_session is None,
+                                       pool_size=self.config.concurrency, connect_timeout=self.config.connect_timeout,
+                                       read_timeout=self.config.read_timeout)
         self._own_executor = executor is None
         self.executor = executor or ThreadPoolExecutor(self.config.concurrency, thread_name_prefix="oarepo-s3-part")
         self.state = StateStore(state_dir)
         self.subscribers = list(subscribers)
         self.progress = AggregatedProgress(self.subscribers, self.config.progress_threshold)
-        self.sender = PartSender(self.api, self.s3, self.executor, self.config, self.progress, clock, self._sleep,
+        self.sender = PartSender(self.api, self.s3, self.transport, self.executor, self.config, self.progress, clock, self._sleep,
                                  self._cancelled)
         self._files_url: str | None = None
         self._sha256_verified: bool | None = None
@@ -109,6 +113,7 @@ class Uploader:
         if self._own_executor:
             self.executor.shutdown(wait=True, cancel_futures=True)
         self.api.close()
+        self.transport.close()
         self.s3.close()
 
     def cancel(self) -> None:

@@ -18,7 +18,9 @@ from oarepo_s3_client.cli import parse_size
 from oarepo_s3_client.errors import combine_exit_codes
 from oarepo_s3_client.parts import PartRange, file_part_md5s, normalize_etag, part_ranges, s3etag
 from oarepo_s3_client.progress import AggregatedProgress
-from oarepo_s3_client.s3http import PartBody
+from oarepo_s3_client.errors import FileChanged
+from oarepo_s3_client.localfile import FileReader
+from oarepo_s3_client.s3http import RegionBody
 from oarepo_s3_client.state import Journal
 from oarepo_s3_client.verify import chunk_size_candidates
 
@@ -93,14 +95,31 @@ def test_progress_is_aggregated_to_the_threshold():
     assert calls == [(500, True), (1000, False), (1000, False), (-300, False)]
 
 
-def test_part_body_sends_slices_and_stops_when_asked():
-    view = memoryview(bytearray(2 * MiB + 5))
+def test_region_body_reads_slices_and_stops_when_asked(tmp_path):
+    data = bytes(range(256)) * (9 * 1024 + 8)  # 2 MiB + 5 KiB + ...
+    path = tmp_path / "f"
+    path.write_bytes(data)
+    reader = FileReader(path)
     seen = []
-    body = PartBody(view, seen.append, lambda: False)
-    assert len(body) == 2 * MiB + 5 and [len(p) for p in body] == [MiB, MiB, 5] and seen == [MiB, MiB, 5]
-    stopping = PartBody(view, lambda n: None, lambda: True)
+    body = RegionBody(reader, 7, 2 * MiB + 5, seen.append, lambda: False)
+    sent = b"".join(bytes(p) for p in body)
+    assert len(body) == 2 * MiB + 5 and sent == data[7 : 7 + 2 * MiB + 5] and seen == [MiB, MiB, 5]
     with pytest.raises(Interrupted):
-        list(stopping)
+        list(RegionBody(reader, 0, MiB, lambda n: None, lambda: True))
+    reader.close()
+
+
+def test_reader_digests_in_one_pass_and_reports_a_shorter_file(tmp_path):
+    data = bytes(range(251)) * 20_000  # 5 MB, slices do not align with the 251-byte pattern
+    path = tmp_path / "f"
+    path.write_bytes(data)
+    reader = FileReader(path)
+    md5, sha = reader.digests(3, len(data) - 3, ("md5", "sha256"))
+    assert md5 == hashlib.md5(data[3:]).digest() and sha == hashlib.sha256(data[3:]).digest()
+    path.write_bytes(data[: MiB + 1])  # truncated in place: the open descriptor sees the new size
+    with pytest.raises(FileChanged, match="ended at byte 1048577"):
+        reader.digest(0, len(data), "sha256")
+    reader.close()
 
 
 def test_expand_paths_keys_are_relative_with_slashes(tmp_path):
