@@ -111,7 +111,8 @@ class FaultProxy:
                   when=None) -> None:
         """``action``: drop, corrupt, expire, error503, truncate (a GET's body is cut in half), lie
         (the part is stored damaged, but the answer carries the MD5 of the bytes sent), fake_etag
-        (a HEAD answers a wrong ETag)."""
+        (a HEAD answers a wrong ETag), refuse_early (a part PUT is answered 403 before its body is
+        read, then the connection is closed, as S3 may do to a refused signature)."""
         with self.lock:
             self.state.faults.append(Fault(action, method, part, times, when))
 
@@ -154,10 +155,11 @@ class FaultProxy:
             time.sleep(0.02)
         raise TimeoutError("the proxy is still busy")
 
-    def _take_fault(self, entry: Entry) -> str:
+    def _take_fault(self, entry: Entry, early: bool = False) -> str:
+        """The action for this request; ``early`` (before the body is read) only takes ``refuse_early``."""
         with self.lock:
             for fault in self.state.faults:
-                if fault.times <= 0 or fault.method != entry.method:
+                if fault.times <= 0 or fault.method != entry.method or (fault.action == "refuse_early") != early:
                     continue
                 if fault.part is not None and fault.part != entry.part:
                     continue
@@ -200,6 +202,14 @@ class _Handler(BaseHTTPRequestHandler):
             proxy.state.log.append(entry)
             proxy.state.active += 1
         try:
+            if entry.is_part_put and int(self.headers.get("Content-Length") or 0) != len(PROBE_BODY):
+                if proxy._take_fault(entry, early=True) == "refuse_early":
+                    entry.action = "refuse_early"
+                    self._reply(entry, 403, EXPIRED_BODY, {"Content-Type": "application/xml", "Connection": "close"})
+                    self.wfile.flush()
+                    self.close_connection = True
+                    self.connection.shutdown(2)  # the unread body makes the client's send fail (reset)
+                    return
             body = self._body()
             if len(body) < int(self.headers.get("Content-Length") or 0):
                 # The client went away mid-body (Ctrl-C, kill): S3 would never see a whole request, so
