@@ -22,7 +22,9 @@ Uploads:
   verifies the final checksum;
 * ``aws-cli``   - ``aws s3 cp FILE s3://bucket/key`` with the same
   ``multipart_chunksize``/``max_concurrent_requests``, checksums
-  ``when_required`` (no Content-MD5, nothing verified);
+  ``when_required`` (no extra CRC32); on a plain-``http://`` endpoint
+  botocore signs every part's SHA-256 as its payload hash, so it hashes
+  every byte too, and S3 verifies it;
 * ``boto3``     - ``client.upload_file`` with the same ``TransferConfig`` (ditto).
 
 Downloads of the same object: ``oarepo-s3 download`` (the API's 302, then
@@ -333,12 +335,15 @@ def report(args, s3_name: str, rows: dict, floors: dict, algorithms: list[str], 
                   f"{r['cpu_s_per_gib']:>10.3f} {r['s3_cpu_s_per_gib']:>13.3f}")
     for name, floor in floors.items():
         print(f"{name + ' floor':<20} {'':>7} {'':>7} {floor:>10.3f}   (hashlib alone)")
-    print(f"oarepo-s3 had S3 verify its parts with: {', '.join(algorithms)} (only oarepo-s3 hashes)")
+    print(f"oarepo-s3 had S3 verify its parts with: {', '.join(algorithms)} (aws-cli and boto3 sign each part's SHA-256 on http://)")
     ours, aws = rows["upload"]["oarepo-s3"], rows["upload"]["aws-cli"]
     speed = ours["throughput_mb_s"] / aws["throughput_mb_s"]
     cpu = ours["cpu_s_per_gib"] / aws["cpu_s_per_gib"]
-    print(f"TARGET upload throughput >= 1.2x aws-cli: {speed:.2f}x {'PASS' if speed >= 1.2 else 'FAIL'}")
-    print(f"TARGET upload CPU/GiB <= 0.5x aws-cli: {cpu:.2f}x {'PASS' if cpu <= 0.5 else 'FAIL'}")
+    if args.s3 == "moto":  # see benchmarks/report.py: the emulator checks no digest and caps every client
+        print(f"upload vs aws-cli on moto (shown, not judged): {speed:.2f}x throughput, {cpu:.2f}x CPU")
+    else:
+        print(f"TARGET upload throughput >= 1.2x aws-cli: {speed:.2f}x {'PASS' if speed >= 1.2 else 'FAIL'}")
+        print(f"TARGET upload CPU/GiB <= 0.5x aws-cli: {cpu:.2f}x {'PASS' if cpu <= 0.5 else 'FAIL'}")
     for direction, p in payload.items():
         print(f"app during a {args.size_mib} MiB {direction}: {p['requests']} requests, {p['request_body_bytes']:,} bytes "
               f"received, {p['response_body_bytes']:,} bytes sent; payload (non-JSON) bytes: "
