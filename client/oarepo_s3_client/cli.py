@@ -95,12 +95,14 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--draft", required=True, metavar="URL", help="the draft's API URL (…/draft/records/<id>)")
     common(up)
     up.add_argument("--part-size", type=part_size_arg, metavar="BYTES",
-                    help="bytes per part, 5MiB..5GiB (default: the server's, 16 MiB). Memory: about "
-                         "concurrency x part size")
+                    help="bytes per part, 5MiB..5GiB (default: the server's, 16 MiB)")
     up.add_argument("--checksum", choices=CHECKSUMS, default="auto",
                     help="what S3 verifies each part with: md5 (Content-MD5, every S3 server), sha256 (signed "
                          "payload hash, used only after a probe shows that the S3 server verifies it, else md5), "
                          "or auto (default: sha256 where this CPU hashes it faster than MD5, else md5)")
+    up.add_argument("--no-zero-copy", dest="zero_copy", action="store_false",
+                    help="send parts through requests even to plain-http:// S3 (default there: os.sendfile, from "
+                         "the page cache into the socket)")
     up.add_argument("--key", help="key of the file in the draft (one file only; default: its name)")
     up.add_argument("--state-dir", metavar="DIR",
                     help="where resume state lives (default: $XDG_STATE_HOME/oarepo-s3 or ~/.local/state/oarepo-s3)")
@@ -156,7 +158,7 @@ def _run_upload(args, token: str, output: _Output, progress) -> int:
     if args.key:
         entries = [(entries[0][0], args.key)]
     config = TransferConfig(concurrency=args.concurrency, part_size=args.part_size, max_attempts=args.retries,
-                            checksum=args.checksum)
+                            checksum=args.checksum, zero_copy=args.zero_copy)
     total = sum(path.stat().st_size for path, _ in entries)
     codes = []
 
