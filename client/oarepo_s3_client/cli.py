@@ -78,8 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--token", help=f"personal access token (default: ${TOKEN_ENV})")
         p.add_argument("--concurrency", type=concurrency_arg, default=8, metavar="N",
-                       help="transfers in flight at once (default 8). Memory: about N x part size "
-                            "(8 x 16 MiB = 128 MiB)")
+                       help="transfers in flight at once (default 8). Memory: about N x 1 MiB, whatever the part "
+                            "size (files are read and written in 1 MiB slices)")
         p.add_argument("--json", action="store_true", help="print one JSON object per file; no progress bar")
         p.add_argument("--retries", type=_positive_int, default=6, metavar="N",
                        help="tries per part / range / API call before giving up (default 6)")

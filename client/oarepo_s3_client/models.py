@@ -40,8 +40,8 @@ class TransferConfig:
         moto does not) and falls back to MD5 when it does not: integrity is
         never traded for speed.
     :param zero_copy: send parts to plain-``http://`` S3 endpoints with
-        ``os.sendfile``, from the page cache into the socket (about 0.5 CPU s/GiB
-        less than through requests). ``https://`` URLs, proxied ones and an
+        ``os.sendfile``, from the page cache into the socket (0.97 instead of 1.19
+        client CPU s/GiB through requests, measured on Ceph RGW). ``https://`` URLs, proxied ones and an
         injected ``s3_session`` always go through requests.
     """
 

@@ -3,7 +3,7 @@
 One file goes through :meth:`Uploader.upload`: ``_prepare`` (start, or
 resume from the server's part list and the local journal), ``_transfer``
 (parts through a bounded thread pool straight to S3), ``_complete`` and
-``_verify``. Memory: one part buffer per worker, ``concurrency x part_size``.
+``_verify``. Memory: parts are read in 1 MiB slices, about 1 MiB per thread.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ class Uploader:
     :param token: personal access token (``Authorization: Bearer``).
     :param concurrency: parts in flight at once.
     :param part_size: bytes per part (``None``: the server's choice, 16 MiB).
-        Memory use is about ``concurrency x part_size``.
+        Memory does not grow with it: parts are read in 1 MiB slices.
     :param state_dir: where resume journals live (default ``~/.local/state/oarepo-s3``).
     :param subscribers: progress subscribers (``on_progress(bytes_transferred, **kwargs)``).
     :param abort_on_failure: abort a started upload when its file fails

@@ -65,7 +65,7 @@ def test_help_documents_the_exit_codes():
     for line in ("0    every file", "1    some file failed", "2    usage", "3    authentication",
                  "4    integrity mismatch", "130  interrupted"):
         assert line in done.stdout
-    assert "concurrency x part size" in done.stdout
+    assert "Memory: about N x 1 MiB, whatever the part size" in " ".join(done.stdout.split())  # wrapped
 
 
 def test_exit_codes(make_file, tmp_path, draft_url, owner, users, proxy):
