@@ -10,13 +10,18 @@ so the page must put it into the file's metadata::
 Uppy then picks parts of ``max(5 MiB, ceil(size / 10000))`` bytes, which is
 the part size these routes plan. ``uploadId`` and ``key`` from the client are
 never trusted: they must name an upload in progress in this very draft.
+
+An empty file has no part to send, so Uppy 6 sends it as one form POST
+instead: ``s3/params`` answers, for ``metadata[size]=0`` only, this draft's
+``s3/empty`` route, which creates the empty file the way ``size: 0`` does in
+the REST API (no S3 URL is handed out, no payload reaches the app).
 """
 
 from __future__ import annotations
 
 import re
 
-from flask import Blueprint, jsonify, request, url_for
+from flask import Blueprint, Response, jsonify, request, url_for
 
 from .. import drafts, service
 from ..errors import RequestValidationError, UploadNotFound
@@ -28,6 +33,9 @@ from .parsing import CONTENT_TYPE, CONTENT_TYPE_RULE, MAX_PART_NUMBER, CompleteS
 from .serializers import DRAFTS, parts_json
 
 MiB = 1024 * 1024
+EMPTY_FORM_LIMIT = 64 * 1024
+"""Largest body ``s3/empty`` reads: a form of field names and values around an empty file."""
+EMPTY_MD5 = "d41d8cd98f00b204e9800998ecf8427e"
 
 
 def uppy_part_size(size: int) -> int:
@@ -62,25 +70,34 @@ def create_upload(pid_value):
         raise RequestValidationError(
             [("metadata.size", "the file size is required: set it with uppy.setFileMeta(file.id, {size: file.size})")]
         )
-    if not isinstance(filename, str) or not filename:
-        raise RequestValidationError([("filename", "must be a non-empty string (the file's name)")])
-    key = validate_rest_key(filename)
-    if content_type is not None and not isinstance(content_type, str):
-        raise RequestValidationError([("type", "must be a string")])
-    if content_type and not re.match(CONTENT_TYPE.regex, content_type):
-        raise RequestValidationError([("type", CONTENT_TYPE_RULE)])
+    key, content_type = _key_and_type(filename, content_type)
     values = {"pid_value": record.pid_value, "key": key}
     session, _ = drafts.start_file_upload(
         record,
         key,
         size,
         owner_id=require_authenticated(),
-        content_type=content_type or None,
+        content_type=content_type,
         part_size=uppy_part_size(size),
         complete_url=url_for(f"{DRAFTS}.{DRAFTS}_upload_complete", _external=True, **values),
         abort_url=url_for(f"{DRAFTS}.{DRAFTS}_upload_abort", _external=True, **values),
     )
     return jsonify({"key": key, "uploadId": session.upload_id})
+
+
+def _key_and_type(filename, content_type, *, name_field: str = "filename", type_field: str = "type"):
+    """The file's key and content type (``None`` when not given) from Uppy's ``filename`` and ``type``.
+
+    :raises RequestValidationError: naming the field and its rule.
+    """
+    if not isinstance(filename, str) or not filename:
+        raise RequestValidationError([(name_field, "must be a non-empty string (the file's name)")])
+    key = validate_rest_key(filename)
+    if content_type is not None and not isinstance(content_type, str):
+        raise RequestValidationError([(type_field, "must be a string")])
+    if content_type and not re.match(CONTENT_TYPE.regex, content_type):
+        raise RequestValidationError([(type_field, CONTENT_TYPE_RULE)])
+    return key, content_type or None
 
 
 def list_parts(pid_value, upload_id):
@@ -130,14 +147,53 @@ def abort(pid_value, upload_id):
 
 
 def simple_upload_params(pid_value):
-    """``GET <base>/s3/params``: refused; every upload here is a tracked multipart upload.
+    """``GET <base>/s3/params?filename=&type=&metadata[size]=0`` -> ``{method, url, fields}``, for empty files only.
 
-    The caller must still own the draft (401/403 first, as on every draft endpoint).
+    Uppy 6 sends a 0-byte file in one form POST (it has no part to send): the
+    answer points it at :func:`create_empty`. Any other file is refused with
+    the advice to use multipart. The caller must own the draft (401/403
+    first, as on every draft endpoint).
     """
-    owned_draft(pid_value)
-    raise RequestValidationError(
-        [("shouldUseMultipart", "single-request uploads are not supported: configure Uppy with shouldUseMultipart: true")]
-    )
+    record = owned_draft(pid_value)
+    if request.args.get("metadata[size]") != "0":
+        raise RequestValidationError([(
+            "shouldUseMultipart",
+            "single-request uploads are only for empty files (metadata[size]=0): configure Uppy with "
+            "shouldUseMultipart: true",
+        )])
+    key, content_type = _key_and_type(request.args.get("filename"), request.args.get("type"))
+    fields = {"key": key, **({"Content-Type": content_type} if content_type else {})}
+    url = url_for(f"{DRAFTS}.uppy_empty", pid_value=record.pid_value, _external=True)
+    return jsonify({"method": "POST", "url": url, "fields": fields})
+
+
+def create_empty(pid_value):
+    """``POST <base>/s3/empty`` (a form: ``key``, ``Content-Type``, an empty ``file``) -> 204 with the empty ETag.
+
+    The empty file is created complete, as ``size: 0`` does in the REST API
+    (409 when the key exists). A body over :data:`EMPTY_FORM_LIMIT`, or a
+    ``file`` that is not empty, is refused before anything is stored: file
+    bytes never go through the app.
+    """
+    record = owned_draft(pid_value)
+    if request.content_length is None or request.content_length > EMPTY_FORM_LIMIT:
+        raise RequestValidationError([(
+            "file", f"must be empty: this route reads a form of at most {EMPTY_FORM_LIMIT} bytes with a Content-Length "
+                    "(other files are uploaded with multipart)",
+        )])
+    upload = request.files.get("file")
+    if upload is None:
+        raise RequestValidationError([("file", "is required: the form's file field, empty")])
+    if upload.stream.read(1):
+        raise RequestValidationError([("file", "must be empty (0 bytes): other files are uploaded with multipart")])
+    key, content_type = _key_and_type(request.form.get("key"), request.form.get("Content-Type"),
+                                      name_field="key", type_field="Content-Type")
+    entry = drafts.create_empty_file(record, key, content_type=content_type)
+    response = Response(status=204)
+    response.headers["ETag"] = f'"{EMPTY_MD5}"'
+    response.headers["Location"] = url_for(f"{DRAFTS}.content", pid_value=record.pid_value, key=entry.obj.key,
+                                           _external=True)
+    return response
 
 
 def register_companion_routes(bp: Blueprint) -> None:
@@ -150,3 +206,4 @@ def register_companion_routes(bp: Blueprint) -> None:
     bp.add_url_rule(f"{base}/multipart/<upload_id>/<int:part_number>", "uppy_sign_part", sign_part, methods=["GET"])
     bp.add_url_rule(f"{base}/multipart/<upload_id>/complete", "uppy_complete", complete, methods=["POST"])
     bp.add_url_rule(f"{base}/params", "uppy_params", simple_upload_params, methods=["GET"])
+    bp.add_url_rule(f"{base}/empty", "uppy_empty", create_empty, methods=["POST"])

@@ -258,3 +258,30 @@ def test_drag_and_drop(page, demo):
     page.wait_for_function("() => document.querySelector('#file-list tbody tr[data-status=completed]') !== null")
     row = file_rows(page)["dropped.txt"]
     assert page.request.get(row["href"]).body() == payload.encode()
+
+
+def test_empty_file_uploads_with_the_others(page, demo, demo_s3, tmp_path):
+    """Uppy sends a 0-byte file as one form POST (no part to send): it lands complete, next to a multipart one."""
+    empty = tmp_path / "empty.txt"
+    empty.write_bytes(b"")
+    small = tmp_path / "small.txt"
+    small.write_bytes(b"not empty\n")
+    posts = []
+    page.on("request", lambda request: posts.append(request.url) if request.method == "POST" else None)
+    sign_in(page, demo)
+    new_draft(page, "Empty file")
+    add_files(page, [empty, small])
+    page.locator(".uppy-StatusBar-actionBtn--upload").click()
+    page.wait_for_function(
+        "() => document.querySelectorAll('#file-list tbody tr[data-status=completed]').length === 2",
+        timeout=DEADLINE * 1000,
+    )
+    assert page.evaluate("window.uppy.getFiles().every((f) => f.progress.uploadComplete && !f.error)")
+    rows = file_rows(page)
+    assert rows["empty.txt"]["size"] == "0 bytes"
+    assert rows["empty.txt"]["checksum"] == "md5:d41d8cd98f00b204e9800998ecf8427e"
+    assert re.fullmatch(r"s3etag:[0-9a-f]{32}-1", rows["small.txt"]["checksum"])
+    download = page.request.get(rows["empty.txt"]["href"])
+    assert download.ok and download.body() == b""
+    assert in_progress_uploads(demo_s3, demo["bucket"]) == []
+    assert sum(url.endswith("/uppy/s3/empty") for url in posts) == 1  # the form POST, to the app, not to S3

@@ -64,6 +64,56 @@ def test_uppy_without_size_is_told_how_to_fix_it(owner, draft, state):
     assert state() == before
 
 
-def test_uppy_simple_upload_is_refused_with_advice(owner, draft):
-    r = owner.api().get(f"{uppy_base(draft)}/params?filename=a.txt&type=text/plain", timeout=30)
-    assert r.status_code == 400 and "shouldUseMultipart: true" in r.text
+def test_uppy_simple_upload_is_refused_with_advice(owner, draft, state):
+    before = state()
+    for query in ("filename=a.txt&type=text/plain", "filename=a.txt&metadata%5Bsize%5D=5"):
+        r = owner.api().get(f"{uppy_base(draft)}/params?{query}", timeout=30)
+        assert r.status_code == 400 and "shouldUseMultipart: true" in r.text
+        assert r.json()["errors"][0]["field"] == "shouldUseMultipart"
+    assert state() == before
+
+
+def uppy_empty_post(session, params: dict, body: bytes = b"", name: str = "e.txt"):
+    """What Uppy's postObject sends: the params' fields, then the file, as multipart/form-data."""
+    return session.post(params["url"], data=params["fields"], files={"file": (name, body)}, timeout=30)
+
+
+def test_uppy_empty_file_is_created_by_its_form_post(owner, draft, state, s3_client, s3_bucket):
+    api = owner.api()
+    query = urlencode({"filename": "empty é.txt", "type": "text/plain", "metadata[name]": "empty é.txt",
+                       "metadata[size]": "0"})
+    before = state()
+    params = api.get(f"{uppy_base(draft)}/params?{query}", timeout=30)
+    assert params.status_code == 200, params.text
+    assert params.json() == {"method": "POST", "url": uppy_base(draft) + "/empty",
+                             "fields": {"key": "empty é.txt", "Content-Type": "text/plain"}}
+    assert state() == before  # answering params stores nothing: the POST does
+
+    r = uppy_empty_post(api, params.json())
+    assert r.status_code == 204, r.text
+    assert r.headers["ETag"] == '"d41d8cd98f00b204e9800998ecf8427e"'
+    files = api.get(draft["links"]["files"], timeout=30).json()["entries"]
+    assert [(f["key"], f["status"], f["size"], f["checksum"], f["mimetype"]) for f in files] == [
+        ("empty é.txt", "completed", 0, "md5:d41d8cd98f00b204e9800998ecf8427e", "text/plain")]
+    assert requests.get(r.headers["Location"], headers=api.headers, timeout=30).content == b""
+    after = state()
+    assert after["s3_uploads"] == [] and len(after["s3_objects"]) == 1  # one PutObject, no multipart upload
+    assert uppy_empty_post(api, params.json()).status_code == 409  # the key exists now
+    assert state() == after
+
+
+def test_uppy_empty_route_refuses_bytes_and_changes_nothing(owner, draft, state):
+    api = owner.api()
+    params = {"url": uppy_base(draft) + "/empty", "fields": {"key": "e.txt"}}
+    before = state()
+    refusals = [
+        uppy_empty_post(api, params, b"x"),  # not empty
+        uppy_empty_post(api, params, b"x" * (70 * 1024)),  # a payload: not even parsed
+        api.post(params["url"], data={"key": "e.txt"}, timeout=30),  # no file field
+        uppy_empty_post(api, {**params, "fields": {"key": ""}}),
+        uppy_empty_post(api, {**params, "fields": {"key": "e.txt", "Content-Type": "text/é"}}),
+    ]
+    assert [(r.status_code, r.json()["errors"][0]["field"]) for r in refusals] == [
+        (400, "file"), (400, "file"), (400, "file"), (400, "key"), (400, "Content-Type")]
+    assert "must be empty" in refusals[0].json()["errors"][0]["message"]
+    assert state() == before

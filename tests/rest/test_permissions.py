@@ -16,6 +16,9 @@ from .conftest import start_upload
 
 OURS = ("oarepo_s3_drafts.", "oarepo_s3_records.", "my_records.")
 
+FORM = {"key": "uppy-empty.txt"}
+"""The body of ``uppy_empty``: sent as Uppy's form, with an empty ``file``, not as JSON."""
+
 # endpoint -> (method, URL built from the scene, JSON body, what the owner or an admin gets)
 CALLS = {
     "oarepo_s3_drafts.create": ("POST", lambda s: s["api"] + "/", {"metadata": {}}, 201),
@@ -45,6 +48,7 @@ CALLS = {
     "oarepo_s3_drafts.uppy_complete": ("POST", lambda s: s.uppy_url("uppy_complete", "/complete"), {}, 200),
     "oarepo_s3_drafts.uppy_abort": ("DELETE", lambda s: s.uppy_url("uppy_abort"), None, 200),
     "oarepo_s3_drafts.uppy_params": ("GET", lambda s: s["draft"]["links"]["uppy"] + "/s3/params", None, 400),
+    "oarepo_s3_drafts.uppy_empty": ("POST", lambda s: s["draft"]["links"]["uppy"] + "/s3/empty", FORM, 204),
     "oarepo_s3_records.record": ("GET", lambda s: s["published"]["links"]["self"], None, 200),
     "oarepo_s3_records.files": ("GET", lambda s: s["published"]["links"]["self"] + "/files/", None, 200),
     "oarepo_s3_records.file": ("GET", lambda s: s["published"]["links"]["self"] + "/files/pub.bin", None, 200),
@@ -102,6 +106,9 @@ def scene(owner, draft, api_url, live_server):
 
 def call(session, scene, endpoint):
     method, url, body, _ = CALLS[endpoint]
+    if body is FORM:
+        return session.request(method, url(scene), data=body, files={"file": ("e.txt", b"")},
+                               allow_redirects=False, timeout=30)
     return session.request(method, url(scene), json=body, allow_redirects=False, timeout=30)
 
 
