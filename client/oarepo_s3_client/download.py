@@ -12,17 +12,16 @@ from __future__ import annotations
 import os
 import re
 import threading
-from collections.abc import Callable
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import requests
 
 from .api import Api
+from .context import TransferContext
 from .errors import Interrupted, IntegrityError, TransferError
-from .models import DownloadResult, TransferConfig
+from .models import DownloadResult
 from .parts import PartRange, part_ranges
-from .progress import AggregatedProgress
 from .retry import Retryable, parse_retry_after, retrying
 from .state import Journal, download_journal_path
 
@@ -63,17 +62,8 @@ class _Source:
 class Downloader:
     """Parallel, resumable ranged GETs (the :class:`~.transfer.Uploader` builds one for ``download``)."""
 
-    def __init__(self, api: Api, s3: requests.Session, executor: Executor, config: TransferConfig,
-                 progress: AggregatedProgress, clock: Callable[[], float], sleep: Callable[[float], None],
-                 cancelled: threading.Event):
-        self.api = api
-        self.s3 = s3
-        self.executor = executor
-        self.config = config
-        self.progress = progress
-        self._clock = clock
-        self._sleep = sleep
-        self._cancelled = cancelled
+    def __init__(self, ctx: TransferContext):
+        self.ctx = ctx
         self._stop = threading.Event()
 
     def download(self, url: str, dest: str | os.PathLike, concurrency: int | None = None) -> DownloadResult:
@@ -83,16 +73,16 @@ class Downloader:
         :raises IntegrityError: the size differs from what the API and S3 announced.
         :raises TransferError: a range failed after all retries, or the object changed on the server.
         """
-        started = self._clock()
+        started = self.ctx.clock()
         dest = Path(dest)
         part_path = dest.with_name(dest.name + ".part")
-        source = _Source(self.api, url)
+        source = _Source(self.ctx.api, url)
         size, etag = self._probe(source)
         expected = (source.info or {}).get("size")
         if expected is not None and expected != size:
             raise IntegrityError(f"{url}: the API says {expected} bytes, S3 has {size}")
-        ranges = part_ranges(size, self.config.download_chunk_size) if size else []
-        header = {"url": url, "size": size, "etag": etag, "chunk_size": self.config.download_chunk_size}
+        ranges = part_ranges(size, self.ctx.config.download_chunk_size) if size else []
+        header = {"url": url, "size": size, "etag": etag, "chunk_size": self.ctx.config.download_chunk_size}
         journal_path = download_journal_path(part_path)
         journal = Journal.load(journal_path)
         done: set[int] = set()
@@ -105,10 +95,10 @@ class Downloader:
                 fp.truncate(size)
         todo = [r for r in ranges if r.number not in done]
         key = dest.name
-        self.progress.start(key, size, sum(r.length for r in ranges if r.number in done))
+        self.ctx.progress.start(key, size, sum(r.length for r in ranges if r.number in done))
         fd = os.open(part_path, os.O_RDWR | getattr(os, "O_BINARY", 0))
-        own = concurrency is not None and concurrency != self.config.concurrency
-        executor = ThreadPoolExecutor(concurrency, thread_name_prefix="oarepo-s3-get") if own else self.executor
+        own = concurrency is not None and concurrency != self.ctx.config.concurrency
+        executor = ThreadPoolExecutor(concurrency, thread_name_prefix="oarepo-s3-get") if own else self.ctx.executor
         try:
             futures = [executor.submit(self._fetch, source, fd, r, etag, key, journal) for r in todo]
             try:
@@ -134,16 +124,16 @@ class Downloader:
         os.replace(part_path, dest)
         journal.remove()
         return DownloadResult(url, str(dest), size, len(ranges), len(todo), resumed=bool(done),
-                              seconds=round(self._clock() - started, 3))
+                              seconds=round(self.ctx.clock() - started, 3))
 
     def _probe(self, source: _Source) -> tuple[int, str]:
         """The object's size and ETag, from a one-byte ranged GET (a GET-signed URL allows no HEAD)."""
-        for attempt in retrying(self.config, self._sleep):
+        for attempt in retrying(self.ctx.config, self.ctx.sleep):
             with attempt:
                 seen = source.generation
                 try:
-                    response = self.s3.get(source.location, headers={"Range": "bytes=0-0"},
-                                           timeout=(self.config.connect_timeout, self.config.read_timeout))
+                    response = self.ctx.s3.get(source.location, headers={"Range": "bytes=0-0"},
+                                               timeout=(self.ctx.config.connect_timeout, self.ctx.config.read_timeout))
                 except (requests.ConnectionError, requests.Timeout) as e:
                     raise Retryable(f"{type(e).__name__}: {e}") from e
                 self._check_status(response, source, seen)
@@ -167,29 +157,29 @@ class Downloader:
         raise TransferError(f"S3 answered {status} for {source.url}")
 
     def _stopped(self) -> bool:
-        return self._stop.is_set() or self._cancelled.is_set()
+        return self._stop.is_set() or self.ctx.cancelled.is_set()
 
     def _fetch(self, source: _Source, fd: int, r: PartRange, etag: str, key: str, journal: Journal) -> None:
         try:
-            for attempt in retrying(self.config, self._sleep):
+            for attempt in retrying(self.ctx.config, self.ctx.sleep):
                 with attempt:
                     if self._stopped():
                         raise Interrupted("stopped")
                     self._fetch_once(source, fd, r, etag, key)
                     journal.append({"n": r.number})
-                    self.progress.flush(key)
+                    self.ctx.progress.flush(key)
                     return
         except Retryable as e:
             raise TransferError(f"{key}: bytes {r.offset}-{r.offset + r.length - 1}: {e} "
-                                f"(after {self.config.max_attempts} tries)") from e
+                                f"(after {self.ctx.config.max_attempts} tries)") from e
 
     def _fetch_once(self, source: _Source, fd: int, r: PartRange, etag: str, key: str) -> None:
         seen = source.generation
         headers = {"Range": f"bytes={r.offset}-{r.offset + r.length - 1}"}
         written = 0
         try:
-            response = self.s3.get(source.location, headers=headers, stream=True,
-                                   timeout=(self.config.connect_timeout, self.config.read_timeout))
+            response = self.ctx.s3.get(source.location, headers=headers, stream=True,
+                                       timeout=(self.ctx.config.connect_timeout, self.ctx.config.read_timeout))
             with response:
                 self._check_status(response, source, seen)
                 if response.headers.get("ETag", "") != etag:
@@ -206,13 +196,13 @@ class Downloader:
                         n = _pwrite(fd, view, r.offset + written)
                         view = view[n:]
                         written += n
-                    self.progress.add(key, len(piece))
+                    self.ctx.progress.add(key, len(piece))
         except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as e:
-            self.progress.add(key, -written)
+            self.ctx.progress.add(key, -written)
             raise Retryable(f"{type(e).__name__}: {e}") from e
         except BaseException:
-            self.progress.add(key, -written)
+            self.ctx.progress.add(key, -written)
             raise
         if written != r.length:
-            self.progress.add(key, -written)
+            self.ctx.progress.add(key, -written)
             raise Retryable(f"short read: {written} of {r.length} bytes")

@@ -4,21 +4,19 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, FIRST_EXCEPTION, Executor, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
 
-from .api import Api
+from .context import TransferContext
 from .errors import ApiError, FileChanged, Interrupted, S3Unreachable, TransferError, UploadGone
 from .localfile import FileReader
-from .models import SignedPart, TransferConfig
+from .models import SignedPart
 from .parts import PartRange, etag_is_md5, md5_base64, normalize_etag
-from .progress import AggregatedProgress
 from .retry import Retryable, parse_retry_after, retrying
-from .s3http import PartTransport, s3_error_code
+from .s3http import s3_error_code
 from .state import Journal
 
 RETRYABLE_S3_CODES = frozenset(("BadDigest", "InvalidDigest", "XAmzContentSHA256Mismatch", "RequestTimeout",
@@ -63,18 +61,8 @@ class FileUpload:
 class PartSender:
     """Runs part tasks on a bounded pool; parts are read in 1 MiB slices, never held whole."""
 
-    def __init__(self, api: Api, s3: requests.Session, transport: PartTransport, executor: Executor,
-                 config: TransferConfig, progress: AggregatedProgress, clock: Callable[[], float],
-                 sleep: Callable[[float], None], cancelled: threading.Event):
-        self.api = api
-        self.s3 = s3
-        self.transport = transport
-        self.executor = executor
-        self.config = config
-        self.progress = progress
-        self._clock = clock
-        self._sleep = sleep
-        self._cancelled = cancelled
+    def __init__(self, ctx: TransferContext):
+        self.ctx = ctx
 
     def run(self, upload: FileUpload, parts: list[PartRange]) -> None:
         """Send (or, for parts in ``upload.held``, first check) ``parts``; the first failure stops the others.
@@ -88,19 +76,19 @@ class PartSender:
         the second read comes from the page cache, by ``sendfile`` where the
         transport can.
         """
-        futures: list[Future] = [self.executor.submit(self._part_task, upload, p) for p in parts
+        futures: list[Future] = [self.ctx.executor.submit(self._part_task, upload, p) for p in parts
                                  if p.number in upload.held]
         pending = set(futures)
         fresh = [p for p in parts if p.number not in upload.held]
-        window = max(1, self.config.sign_batch)
-        hashers = ThreadPoolExecutor(min(2, self.config.concurrency), thread_name_prefix="oarepo-s3-hash")
+        window = max(1, self.ctx.config.sign_batch)
+        hashers = ThreadPoolExecutor(min(2, self.ctx.config.concurrency), thread_name_prefix="oarepo-s3-hash")
         try:
             for start in range(0, len(fresh), window):
                 pending = self._wait(pending, most_pending=2 * window)  # hash at most two windows ahead
                 chunk = fresh[start : start + window]
                 digests = list(hashers.map(lambda p: self._hash_part(upload, p), chunk))
                 signed = self._sign(upload, dict(zip((p.number for p in chunk), digests)))
-                sent = [self.executor.submit(self._send_task, upload, p, d, signed[p.number])
+                sent = [self.ctx.executor.submit(self._send_task, upload, p, d, signed[p.number])
                         for p, d in zip(chunk, digests)]
                 futures += sent
                 pending.update(sent)
@@ -142,14 +130,14 @@ class PartSender:
         if self._stopped(upload):
             raise Interrupted("stopped")
         encode = bytes.hex if upload.algorithm == "sha256" else md5_base64  # x-amz-content-sha256 / Content-MD5
-        return self.api.sign(upload.links["sign"], {n: encode(d) for n, d in digests.items()},
-                             now=self._clock(), algorithm=upload.algorithm)
+        return self.ctx.api.sign(upload.links["sign"], {n: encode(d) for n, d in digests.items()},
+                             now=self.ctx.clock(), algorithm=upload.algorithm)
 
     def _send_task(self, upload: FileUpload, part: PartRange, digest: bytes, signed: SignedPart) -> None:
         self.send(upload, part, digest, signed)
 
     def _stopped(self, upload: FileUpload) -> bool:
-        return upload.stop.is_set() or self._cancelled.is_set()
+        return upload.stop.is_set() or self.ctx.cancelled.is_set()
 
     def _part_task(self, upload: FileUpload, part: PartRange) -> None:
         """A part S3 holds from an earlier run: keep it if it is exactly these bytes, else send it."""
@@ -159,8 +147,8 @@ class PartSender:
         md5, *other = upload.reader.digests(part.offset, part.length, algorithms)
         if upload.held[part.number] == md5.hex():
             self._record(upload, part.number, md5.hex(), md5, reused=True)
-            self.progress.add(upload.key, part.length)
-            self.progress.flush(upload.key)
+            self.ctx.progress.add(upload.key, part.length)
+            self.ctx.progress.flush(upload.key)
             return
         self.send(upload, part, other[0] if other else md5)
 
@@ -173,7 +161,7 @@ class PartSender:
         raises :class:`UploadGone`; other 4xx raise :class:`TransferError` at once.
         """
         try:
-            for attempt in retrying(self.config, self._sleep):
+            for attempt in retrying(self.ctx.config, self.ctx.sleep):
                 with attempt:
                     if self._stopped(upload):
                         raise Interrupted("stopped")
@@ -182,7 +170,7 @@ class PartSender:
                     self._put(upload, part, digest, signed)
                     return
         except Retryable as e:
-            raise TransferError(f"{upload.key!r}: {e} (after {self.config.max_attempts} tries)") from e
+            raise TransferError(f"{upload.key!r}: {e} (after {self.ctx.config.max_attempts} tries)") from e
 
     def _put(self, upload: FileUpload, part: PartRange, digest: bytes, signed: SignedPart) -> None:
         sent = 0
@@ -190,31 +178,31 @@ class PartSender:
         def report(n: int) -> None:
             nonlocal sent
             sent += n
-            self.progress.add(upload.key, n)
+            self.ctx.progress.add(upload.key, n)
 
         try:
-            response = self.transport.put(signed.url, signed.headers, upload.reader, part.offset, part.length,
+            response = self.ctx.transport.put(signed.url, signed.headers, upload.reader, part.offset, part.length,
                                           report, lambda: self._stopped(upload))
         except S3Unreachable as e:
-            self.progress.add(upload.key, -sent)
+            self.ctx.progress.add(upload.key, -sent)
             raise Retryable(f"part {part.number}: {e}") from e
         except FileChanged as e:
-            self.progress.add(upload.key, -sent)
+            self.ctx.progress.add(upload.key, -sent)
             raise self._changed(upload, part) from e
         except BaseException:
-            self.progress.add(upload.key, -sent)
+            self.ctx.progress.add(upload.key, -sent)
             raise
         if response.status_code == 200:
             etag = normalize_etag(response.headers.get("ETag"))
             md5 = digest if upload.algorithm == "md5" else None
             if md5 is not None and etag_is_md5(etag) and etag != md5.hex():
-                self.progress.add(upload.key, -sent)
+                self.ctx.progress.add(upload.key, -sent)
                 self._raise_if_changed(upload, part, digest)
                 raise Retryable(f"part {part.number}: S3 stored other bytes (ETag {etag}, sent {md5.hex()})")
             self._record(upload, part.number, etag, md5, reused=False)
-            self.progress.flush(upload.key)
+            self.ctx.progress.flush(upload.key)
             return
-        self.progress.add(upload.key, -sent)
+        self.ctx.progress.add(upload.key, -sent)
         status, code = response.status_code, s3_error_code(response)
         if code in DIGEST_CODES:
             self._raise_if_changed(upload, part, digest)
@@ -248,8 +236,8 @@ class PartSender:
             return True
         if not signed.expires_in:
             return False
-        margin = min(self.config.resign_margin, signed.expires_in / 2)
-        return self._clock() - signed.signed_at >= signed.expires_in - margin
+        margin = min(self.ctx.config.resign_margin, signed.expires_in / 2)
+        return self.ctx.clock() - signed.signed_at >= signed.expires_in - margin
 
     def _record(self, upload: FileUpload, number: int, etag: str, md5: bytes | None, *, reused: bool) -> None:
         with upload.lock:
@@ -274,9 +262,9 @@ class PartSender:
         """
         wrong = hashlib.sha256(PROBE_BODY + b"!").hexdigest()
         try:
-            signed = self.api.sign(upload.links["sign"], {part_number: wrong}, now=self._clock(), algorithm="sha256")
-            response = self.s3.put(signed[part_number].url, data=PROBE_BODY, headers=signed[part_number].headers,
-                                   timeout=(self.config.connect_timeout, self.config.read_timeout))
+            signed = self.ctx.api.sign(upload.links["sign"], {part_number: wrong}, now=self.ctx.clock(), algorithm="sha256")
+            response = self.ctx.s3.put(signed[part_number].url, data=PROBE_BODY, headers=signed[part_number].headers,
+                                   timeout=(self.ctx.config.connect_timeout, self.ctx.config.read_timeout))
         except (ApiError, requests.RequestException):
             return False
         return response.status_code == 400 and s3_error_code(response) == "XAmzContentSHA256Mismatch"

@@ -19,6 +19,7 @@ from pathlib import Path
 import requests
 
 from .api import Api
+from .context import TransferContext
 from .errors import (
     ApiError,
     AuthError,
@@ -29,17 +30,17 @@ from .errors import (
     TransferError,
     UsageError,
 )
+from .localfile import FileReader
 from .models import DownloadResult, TransferConfig, UploadResult
 from .parts import etag_is_md5, md5_from_base64, normalize_etag, part_ranges, s3etag, sha256_is_cheaper
 from .progress import AggregatedProgress, ProgressSubscriber
-from .localfile import FileReader
 from .s3http import PartTransport, new_s3_session
 from .sender import FileUpload, PartSender
 from .state import StateStore
+from .verify import verify_completed
 
 EMPTY_CHECKSUM = "md5:d41d8cd98f00b204e9800998ecf8427e"
 """What the server stores as the checksum of an empty file (no upload: it writes the object itself)."""
-from .verify import verify_completed
 
 
 class Uploader:
@@ -93,8 +94,9 @@ class Uploader:
         self.state = StateStore(state_dir)
         self.subscribers = list(subscribers)
         self.progress = AggregatedProgress(self.subscribers, self.config.progress_threshold)
-        self.sender = PartSender(self.api, self.s3, self.transport, self.executor, self.config, self.progress, clock, self._sleep,
-                                 self._cancelled)
+        self.context = TransferContext(self.api, self.s3, self.transport, self.executor, self.config, self.progress,
+                                       clock, self._sleep, self._cancelled)
+        self.sender = PartSender(self.context)
         self._files_url: str | None = None
         self._sha256_verified: bool | None = None
         """Whether S3 refused the SHA-256 probe (decided once per Uploader, under ``_probe_lock``)."""
@@ -218,8 +220,7 @@ class Uploader:
         """Download a file (its ``content`` or ``self`` URL) to ``dest`` with parallel ranged GETs; resumable."""
         from .download import Downloader
 
-        return Downloader(self.api, self.s3, self.executor, self.config, self.progress, self._clock, self._sleep,
-                          self._cancelled).download(url, dest, concurrency)
+        return Downloader(self.context).download(url, dest, concurrency)
 
     def _upload_one(self, path: Path, key: str, on_result) -> UploadResult:
         try:
