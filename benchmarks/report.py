@@ -374,18 +374,14 @@ class Report:
         for target, measured, met, _ in self.targets:
             self.add(f"| {target} | {measured} | {MET_LABEL[met]} |")
         self.add("")
-        missed = [(t, why) for t, _, met, why in self.targets if met is False]
-        if missed:
-            self.add("Where a target is missed, why (from the same run's measurements):", "")
-            for target, why in missed:
-                self.add(f"- **{target}**: {why or 'see the section below.'}")
-            self.add("")
-        shown = [(t, why) for t, _, met, why in self.targets if met is None]
-        if shown:
-            self.add("Shown, not judged:", "")
-            for target, why in shown:
-                self.add(f"- **{target}**: {why}")
-            self.add("")
+        for which, heading in ((False, "Where a target is missed, why (from the same run's measurements):"),
+                               (None, "Shown, not judged:")):
+            notes = [(t, why) for t, _, met, why in self.targets if met is which]
+            if notes:
+                self.add(heading, "")
+                for target, why in notes:
+                    self.add(f"- **{target}**: {why or 'see the section below.'}")
+                self.add("")
         self.lines += body
         self.add("## Versions", "", ", ".join(f"{k} {v}" for k, v in sorted(versions.items())), "",
                  "## Reproduce", "",

@@ -127,3 +127,24 @@ def run_cli(*args: str, token: str | None = None, timeout: float = 120, **popen)
 
 def cli_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "oarepo_s3_client", *args]
+
+
+class OnFirstBytes:
+    """A progress subscriber that calls ``action()`` once, when the first bytes of a transfer went out."""
+
+    def __init__(self, action):
+        self.action, self.done = action, False
+
+    def on_progress(self, bytes_transferred, **kwargs):
+        if not self.done and not kwargs.get("initial") and bytes_transferred > 0:
+            self.done = True
+            self.action()
+
+
+def flip_byte(path, offset) -> None:
+    """Invert the byte at ``offset`` of the file in place."""
+    with open(path, "r+b") as fp:
+        fp.seek(offset)
+        byte = fp.read(1)
+        fp.seek(offset)
+        fp.write(bytes([byte[0] ^ 0xFF]))

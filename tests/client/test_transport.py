@@ -14,7 +14,7 @@ from oarepo_s3_client import FileChanged
 from oarepo_s3_client.s3http import PartTransport, new_s3_session
 from oarepo_s3_client.sendfile_put import ConnectionPool
 
-from .conftest import MiB
+from .conftest import MiB, OnFirstBytes
 
 BOTH_PATHS = pytest.mark.parametrize("zero_copy", [True, False], ids=["sendfile", "requests"])
 
@@ -75,23 +75,11 @@ def test_both_paths_retry_drops_damage_and_503_and_resign_refusals(make_uploader
 def test_file_cut_short_while_sending_is_a_file_change(make_uploader, make_file, proxy, zero_copy):
     """The file loses its tail after the parts were hashed: the part that reaches past the end is refused."""
     path = make_file("shrinks.bin", 3 * 5 * MiB)
-    uploader = make_uploader(concurrency=1, subscribers=[TruncateOnce(path, 2 * 5 * MiB + 100)],
+    uploader = make_uploader(concurrency=1, subscribers=[OnFirstBytes(lambda: os.truncate(path, 2 * 5 * MiB + 100))],
                              config_kwargs={"zero_copy": zero_copy})
     with pytest.raises(FileChanged, match="part 3 changed"):
         uploader.upload(path)
     assert all(e.part != 3 or e.status == -1 for e in proxy.part_puts())  # never a whole part 3
-
-
-class TruncateOnce:
-    """A progress subscriber that cuts the file to ``size`` bytes once the first bytes went out."""
-
-    def __init__(self, path, size):
-        self.path, self.size, self.done = path, size, False
-
-    def on_progress(self, bytes_transferred, **kwargs):
-        if not self.done and not kwargs.get("initial") and bytes_transferred > 0:
-            self.done = True
-            os.truncate(self.path, self.size)
 
 
 def test_sendfile_only_where_no_tls_no_proxy_and_no_injected_session(monkeypatch):

@@ -9,7 +9,7 @@ import requests
 
 from oarepo_s3_client.parts import part_ranges, s3etag
 
-from .conftest import MiB
+from .conftest import MiB, OnFirstBytes, flip_byte
 
 
 def file_s3etag(path, chunk):
@@ -272,23 +272,8 @@ def test_part_changed_after_hashing_is_reported_not_retried(make_uploader, make_
     proxy.set_put_delay(0.5)
     config = TransferConfig(concurrency=1, part_size=5 * MiB, checksum="md5", backoff_initial=0.01,
                             backoff_max=0.05)
-    uploader = make_uploader(config=config, subscribers=[ChangeOnce(path, offset=3 * 5 * MiB + 10)])
+    uploader = make_uploader(config=config, subscribers=[OnFirstBytes(lambda: flip_byte(path, 3 * 5 * MiB + 10))])
     with pytest.raises(FileChanged, match="part 4 changed"):
         uploader.upload(path)
     assert [e.status for e in proxy.part_puts() if e.part == 4] == [400]  # refused once, not retried
 
-
-class ChangeOnce:
-    """A progress subscriber that flips a byte of the file once the first bytes went out."""
-
-    def __init__(self, path, offset):
-        self.path, self.offset, self.done = path, offset, False
-
-    def on_progress(self, bytes_transferred, **kwargs):
-        if not self.done and not kwargs.get("initial") and bytes_transferred > 0:
-            self.done = True
-            with open(self.path, "r+b") as fp:
-                fp.seek(self.offset)
-                byte = fp.read(1)
-                fp.seek(self.offset)
-                fp.write(bytes([byte[0] ^ 0xFF]))
