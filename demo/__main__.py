@@ -4,7 +4,8 @@
                    [--bucket oarepo-demo] [--cleanup-interval 600] [--upload-expiry 86400]
 
 Embedded by default: moto's S3 on 127.0.0.1 and SQLite, both keeping their
-data in ``--data-dir`` across restarts (see :mod:`demo.s3snapshot`). With
+data in ``--data-dir`` across restarts (see :mod:`demo.s3snapshot`), as do
+browser logins. With
 ``INVENIO_S3_ENDPOINT_URL`` (and ``INVENIO_S3_ACCESS_KEY_ID``,
 ``INVENIO_S3_SECRET_ACCESS_KEY``) in the environment, that S3 is used
 instead (bucket ``--bucket``, created with CORS when missing); with
@@ -25,6 +26,8 @@ import sys
 import warnings
 from datetime import timedelta
 from pathlib import Path
+
+from simplekv.fs import FilesystemStore
 
 # Known, harmless warnings of invenio-oauth2server and invenio-records on every start.
 warnings.filterwarnings("ignore", "You are overriding the default OAuthlib", RuntimeWarning)
@@ -190,7 +193,10 @@ def run(args, env_config: dict, external_s3: bool) -> int:
         expiry = timedelta(seconds=args.upload_expiry)
         config["OAREPO_S3_MULTIPART_EXPIRES"] = expiry
         config["OAREPO_S3_MULTIPART_MIN_EXPIRES"] = min(expiry, timedelta(minutes=1))
-    app = create_app(config, sqlite_immediate=True)
+    # Browser logins are kept in the data directory too: signed-in users stay signed in across restarts.
+    sessions = FilesystemStore(str(data_dir / "sessions"))
+    os.makedirs(sessions.root, exist_ok=True)
+    app = create_app(config, session_store=sessions, sqlite_immediate=True)
     app.register_blueprint(web_blueprint)
     migration = seed.migrate(app)
     seed.ensure_location(app, args.bucket)

@@ -22,7 +22,6 @@ from invenio_pidstore import InvenioPIDStore
 from invenio_records import InvenioRecords
 from invenio_records_files import InvenioRecordsFiles
 from invenio_s3 import InvenioS3
-from simplekv.memory import DictStore
 from sqlalchemy import event
 
 from oarepo_s3 import OARepoS3
@@ -101,7 +100,7 @@ def create_app(
 ) -> Flask:
     """Build the app from ``config`` (SQLALCHEMY_DATABASE_URI, S3_*, SECRET_KEY...).
 
-    :param session_store: a simplekv store for login sessions (default: in memory).
+    :param session_store: a simplekv store for login sessions (default: invenio-accounts', in memory).
     :param files_rest_api: also mount files-rest's own ``/files`` API.
     :param sqlite_immediate: on SQLite, start every transaction with ``BEGIN IMMEDIATE``.
     """
@@ -112,7 +111,9 @@ def create_app(
     # Translations are not needed by an API; loading them all pulls in invenio-search.
     InvenioI18N(app, entry_point_group=None)
     InvenioDB(app)
-    InvenioAccountsREST(app, sessionstore=session_store if session_store is not None else DictStore())
+    if session_store is not None:  # invenio-accounts takes its store from this factory (a sessionstore= is ignored)
+        app.config["ACCOUNTS_SESSION_STORE_FACTORY"] = lambda _app: session_store
+    InvenioAccountsREST(app)
     InvenioAccess(app)
     InvenioOAuth2Server(app)
     InvenioOAuth2ServerREST(app)

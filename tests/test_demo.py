@@ -98,6 +98,10 @@ def test_ctrl_c_stops_everything_and_data_survives_a_restart(tmp_path):
     in_progress = os.urandom(11 * MiB)
     pending = start_upload(info, "resumed.bin", len(in_progress))
     put_parts(pending["multipart_upload"], in_progress, numbers={1})
+    browser = requests.Session()  # a signed-in browser: its login is kept in the data directory too
+    signed_in = browser.post(f"{info['url']}/sign-in", data={"email": info["user"], "password": info["password"]},
+                             timeout=30)
+    assert signed_in.status_code == 200 and "Your records" in signed_in.text
 
     assert process.stop() == 0, process.output
     assert "stopping" in process.output
@@ -112,6 +116,8 @@ def test_ctrl_c_stops_everything_and_data_survives_a_restart(tmp_path):
         assert "(upgraded)" in again.read_output()
         for key in ("draft_id", "token", "other_token"):
             assert info2[key] == info[key]
+        page = browser.get(f"{info2['url']}/", allow_redirects=False, timeout=30)
+        assert page.status_code == 200 and "Your records" in page.text  # still signed in
         files = {e["key"]: e for e in api(info2).get(f"{info2['draft_url']}/files/", timeout=30).json()["entries"]}
         assert files["kept.bin"]["status"] == "completed"
         assert files["kept.bin"]["checksum"] == done.json()["checksum"]
