@@ -125,3 +125,34 @@ def test_pool_replaces_a_connection_the_server_closed_while_idle():
         assert second is not first and first.sock is None  # closed, not handed out
         pool.put_back(address, second)
         pool.close()
+
+
+def test_an_answer_before_the_body_is_read_is_returned_not_a_reset(tmp_path):
+    """S3 may refuse a part from its headers, answer and close while the body is still coming (AWS does so
+    with an expired URL): the sender reads that answer instead of reporting the reset."""
+    import threading
+
+    from oarepo_s3_client.sendfile_put import SendfilePut
+
+    refusal = (b"HTTP/1.1 403 Forbidden\r\nContent-Type: application/xml\r\nContent-Length: 63\r\n"
+               b"Connection: close\r\n\r\n<Error><Code>AccessDenied</Code><Message>expired</Message></Error>")
+    path = tmp_path / "big.bin"
+    path.write_bytes(os.urandom(32 * MiB))  # more than both ends' socket buffers hold
+
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        def refuse_early():
+            connection, _ = server.accept()
+            with connection:
+                head = b""
+                while b"\r\n\r\n" not in head:
+                    head += connection.recv(65536)
+                connection.sendall(refusal)
+            # closed with most of the body unread: the kernel resets the connection
+
+        threading.Thread(target=refuse_early, daemon=True).start()
+        put = SendfilePut(pool_size=1, connect_timeout=5, read_timeout=10)
+        with open(path, "rb") as fp:
+            answer = put.put(f"http://127.0.0.1:{server.getsockname()[1]}/bucket/key?partNumber=1", {},
+                             fp.fileno(), 0, 32 * MiB, lambda n: None, lambda: False)
+        put.close()
+    assert answer.status_code == 403 and b"AccessDenied" in answer.content
