@@ -333,6 +333,7 @@ def print_table(rows: list[dict], database: str, trace: bool, file_id_index: boo
 
 
 def main(argv: list[str] | None = None) -> None:
+    common.exit_on_sigterm()  # a stopped run still stops its servers
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--counts", default="1000,10000", help="backlog sizes (default 1000,10000)")
     parser.add_argument("--db", default="sqlite",
@@ -349,14 +350,14 @@ def main(argv: list[str] | None = None) -> None:
     trace = args.tracemalloc
 
     common.quiet()
-    s3_server = common.start_moto()
     kind = args.db if args.db in ("sqlite", "postgresql") else sa.engine.make_url(args.db).get_backend_name()
-    pg = None
-    if args.db == "postgresql":
-        pg = common.postgres_from_args(args.pg)
-    elif kind == "postgresql":
-        pg = common.Postgres(args.db, common.postmaster_pid(args.db))  # not ours: never stopped
+    s3_server = pg = None
     try:
+        s3_server = common.start_moto()
+        if args.db == "postgresql":
+            pg = common.postgres_from_args(args.pg)
+        elif kind == "postgresql":
+            pg = common.Postgres(args.db, common.postmaster_pid(args.db))  # not ours: never stopped
         with tempfile.TemporaryDirectory(prefix="bench-cleanup-") as tmp:
             if args.db == "sqlite":
                 db_uri = f"sqlite:///{tmp}/bench.db"
@@ -377,7 +378,8 @@ def main(argv: list[str] | None = None) -> None:
                     db.drop_all()
                     db.engine.dispose()
     finally:
-        s3_server.stop()
+        if s3_server is not None:
+            s3_server.stop()
         if pg is not None:
             pg.stop()
     print_table(rows, kind, trace, args.file_id_index)

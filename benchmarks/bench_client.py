@@ -270,6 +270,7 @@ def summarize(runs: list[dict], size: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    common.exit_on_sigterm()  # a stopped run still stops its servers
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--s3", choices=("moto", "ceph"), default="moto", help="the S3 server to start (default moto)")
     parser.add_argument("--size-mib", type=int, default=1024, help="file size in MiB (default 1024)")

@@ -123,6 +123,7 @@ class Client(threading.Thread):
 
 
 def main(argv: list[str] | None = None) -> None:
+    common.exit_on_sigterm()  # a stopped run still stops its servers
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--clients", type=int, default=50, help="concurrent clients (default 50)")
     parser.add_argument("--uploads", type=int, default=6, help="timed uploads per client (default 6)")

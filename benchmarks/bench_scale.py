@@ -181,6 +181,7 @@ def summarize(samples: list[dict]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
+    common.exit_on_sigterm()  # a stopped run still stops its servers
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--parts", default="10,1000,10000", help="part counts (default 10,1000,10000)")
     parser.add_argument("--files", default="10,100,1000", help="file counts of the listed draft (default 10,100,1000)")

@@ -18,6 +18,7 @@ import os
 import platform
 import shlex
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -43,6 +44,14 @@ if str(ROOT) not in sys.path:
 
 
 # --- processes and CPU ---------------------------------------------------------------------------
+
+
+def exit_on_sigterm() -> None:
+    """Turn SIGTERM into ``SystemExit``, so that ``finally`` blocks stop the servers a benchmark started.
+
+    (By default SIGTERM ends Python at once: PostgreSQL, moto or Ceph would outlive a stopped run.)
+    """
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
 
 def free_ports(count: int = 1) -> list[int]:
@@ -179,7 +188,12 @@ def start_moto(min_part_size: int = 5 * MiB) -> S3Server:
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
     )
-    wait_for_port(port, process, "moto's S3 server")
+    try:
+        wait_for_port(port, process, "moto's S3 server")
+    except BaseException:  # not up, or the run was stopped meanwhile: leave no server behind
+        process.kill()
+        process.wait()
+        raise
 
     def stop():
         process.terminate()
@@ -204,6 +218,10 @@ def start_ceph() -> S3Server:
         done = subprocess.run([script, "start", str(state)], capture_output=True, text=True, env=env, timeout=900)
     except subprocess.TimeoutExpired as e:
         done = subprocess.CompletedProcess(e.cmd, 124, e.stdout or "", f"{e.stderr or ''}\ntimed out")
+    except BaseException:  # the run was stopped while Ceph was starting: stop what has started
+        subprocess.run([script, "stop", str(state)], capture_output=True, timeout=120, check=False)
+        shutil.rmtree(base, ignore_errors=True)
+        raise
     exports = dict(w.split("=", 1) for w in shlex.split(done.stdout) if "=" in w) if done.returncode == 0 else {}
     if "S3_ENDPOINT_URL" not in exports:
         tail = "\n".join((done.stderr or "").splitlines()[-40:])

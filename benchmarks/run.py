@@ -66,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", help=f"comma-separated subset of {','.join(BENCHMARKS)}")
     parser.add_argument("--no-report", action="store_true", help="measure only; do not write the report")
     args = parser.parse_args(argv)
+    common.exit_on_sigterm()  # a stopped run still stops PostgreSQL and the running benchmark
     selected = [b.strip() for b in args.only.split(",")] if args.only else list(BENCHMARKS)
     unknown = set(selected) - set(BENCHMARKS)
     if unknown:
@@ -82,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     failed: list[str] = []
     timings: dict[str, float] = {}
     started = time.perf_counter()
+    process: subprocess.Popen | None = None
     try:
         for bench in selected:
             for cmd in plan[bench]:
@@ -108,6 +110,12 @@ def main(argv: list[str] | None = None) -> int:
                 else:
                     print(f"==> {name}: {timings[name]:.0f} s", flush=True)
     finally:
+        if process is not None and process.poll() is None:  # stopped mid-benchmark: it stops its own servers
+            process.terminate()
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
         if pg is not None:
             pg.stop()
     print(f"\n==> measured in {time.perf_counter() - started:.0f} s: "
