@@ -19,11 +19,10 @@ from .retry import Retryable, parse_retry_after, retrying
 from .s3http import s3_error_code
 from .state import Journal
 
-RETRYABLE_S3_CODES = frozenset(("BadDigest", "InvalidDigest", "XAmzContentSHA256Mismatch", "RequestTimeout",
-                                "IncompleteBody", "SlowDown"))
-"""S3 refusals that sending the part again cures (BadDigest, XAmzContentSHA256Mismatch: damaged on the way)."""
 DIGEST_CODES = frozenset(("BadDigest", "InvalidDigest", "XAmzContentSHA256Mismatch"))
 """S3's answers to a body that does not match the digest signed into its URL."""
+RETRYABLE_S3_CODES = DIGEST_CODES | {"RequestTimeout", "IncompleteBody", "SlowDown"}
+"""S3 refusals that sending the part again cures (the digest codes: damaged on the way)."""
 PROBE_BODY = b"oarepo-s3: does this S3 verify signed SHA-256 payload hashes?"
 
 
@@ -88,7 +87,7 @@ class PartSender:
                 chunk = fresh[start : start + window]
                 digests = list(hashers.map(lambda p: self._hash_part(upload, p), chunk))
                 signed = self._sign(upload, dict(zip((p.number for p in chunk), digests)))
-                sent = [self.ctx.executor.submit(self._send_task, upload, p, d, signed[p.number])
+                sent = [self.ctx.executor.submit(self.send, upload, p, d, signed[p.number])
                         for p, d in zip(chunk, digests)]
                 futures += sent
                 pending.update(sent)
@@ -131,10 +130,7 @@ class PartSender:
             raise Interrupted("stopped")
         encode = bytes.hex if upload.algorithm == "sha256" else md5_base64  # x-amz-content-sha256 / Content-MD5
         return self.ctx.api.sign(upload.links["sign"], {n: encode(d) for n, d in digests.items()},
-                             now=self.ctx.clock(), algorithm=upload.algorithm)
-
-    def _send_task(self, upload: FileUpload, part: PartRange, digest: bytes, signed: SignedPart) -> None:
-        self.send(upload, part, digest, signed)
+                                 now=self.ctx.clock(), algorithm=upload.algorithm)
 
     def _stopped(self, upload: FileUpload) -> bool:
         return upload.stop.is_set() or self.ctx.cancelled.is_set()
@@ -182,27 +178,25 @@ class PartSender:
 
         try:
             response = self.ctx.transport.put(signed.url, signed.headers, upload.reader, part.offset, part.length,
-                                          report, lambda: self._stopped(upload))
-        except S3Unreachable as e:
-            self.ctx.progress.add(upload.key, -sent)
-            raise Retryable(f"part {part.number}: {e}") from e
-        except FileChanged as e:
-            self.ctx.progress.add(upload.key, -sent)
-            raise self._changed(upload, part) from e
-        except BaseException:
-            self.ctx.progress.add(upload.key, -sent)
+                                              report, lambda: self._stopped(upload))
+        except BaseException as e:
+            self.ctx.progress.add(upload.key, -sent)  # the part's bytes are taken back whatever went wrong
+            if isinstance(e, S3Unreachable):
+                raise Retryable(f"part {part.number}: {e}") from e
+            if isinstance(e, FileChanged):
+                raise self._changed(upload, part) from e
             raise
-        if response.status_code == 200:
-            etag = normalize_etag(response.headers.get("ETag"))
-            md5 = digest if upload.algorithm == "md5" else None
-            if md5 is not None and etag_is_md5(etag) and etag != md5.hex():
-                self.ctx.progress.add(upload.key, -sent)
-                self._raise_if_changed(upload, part, digest)
-                raise Retryable(f"part {part.number}: S3 stored other bytes (ETag {etag}, sent {md5.hex()})")
+        etag = normalize_etag(response.headers.get("ETag"))
+        md5 = digest if upload.algorithm == "md5" else None
+        stored_other = md5 is not None and etag_is_md5(etag) and etag != md5.hex()  # an S3 that checks no MD5
+        if response.status_code == 200 and not stored_other:
             self._record(upload, part.number, etag, md5, reused=False)
             self.ctx.progress.flush(upload.key)
             return
         self.ctx.progress.add(upload.key, -sent)
+        if response.status_code == 200:
+            self._raise_if_changed(upload, part, digest)
+            raise Retryable(f"part {part.number}: S3 stored other bytes (ETag {etag}, sent {md5.hex()})")
         status, code = response.status_code, s3_error_code(response)
         if code in DIGEST_CODES:
             self._raise_if_changed(upload, part, digest)
@@ -262,9 +256,10 @@ class PartSender:
         """
         wrong = hashlib.sha256(PROBE_BODY + b"!").hexdigest()
         try:
-            signed = self.ctx.api.sign(upload.links["sign"], {part_number: wrong}, now=self.ctx.clock(), algorithm="sha256")
-            response = self.ctx.s3.put(signed[part_number].url, data=PROBE_BODY, headers=signed[part_number].headers,
-                                   timeout=(self.ctx.config.connect_timeout, self.ctx.config.read_timeout))
+            signed = self.ctx.api.sign(upload.links["sign"], {part_number: wrong}, now=self.ctx.clock(),
+                                       algorithm="sha256")[part_number]
+            response = self.ctx.s3.put(signed.url, data=PROBE_BODY, headers=signed.headers,
+                                       timeout=(self.ctx.config.connect_timeout, self.ctx.config.read_timeout))
         except (ApiError, requests.RequestException):
             return False
         return response.status_code == 400 and s3_error_code(response) == "XAmzContentSHA256Mismatch"

@@ -31,6 +31,12 @@ from .models import S3Answer
 Address = tuple[str, int]
 
 
+def _read_answer(connection: http.client.HTTPConnection) -> S3Answer:
+    """S3's answer to the request just sent, read to the end (so the connection may be reused)."""
+    response = connection.getresponse()
+    return S3Answer(response.status, CaseInsensitiveDict(response.getheaders()), response.read())
+
+
 def _dropped(connection: http.client.HTTPConnection) -> bool:
     """True when an idle connection was closed by the server (readable means EOF or junk: not reusable)."""
     if connection.sock is None:
@@ -122,16 +128,14 @@ class SendfilePut:
                 if answer is None:
                     raise S3Unreachable(f"{type(e).__name__} while sending: {e}") from e
                 return answer
-            response = connection.getresponse()
-            content = response.read()
+            answer = _read_answer(connection)
         except (OSError, http.client.HTTPException) as e:
             connection.close()
             raise S3Unreachable(f"{type(e).__name__}: {e}") from e
         except BaseException:
             connection.close()  # the request was not finished: the connection cannot be reused
             raise
-        answer = S3Answer(response.status, CaseInsensitiveDict(response.getheaders()), content)
-        if response.will_close:
+        if connection.sock is None:  # the answer said "Connection: close" (http.client closed it)
             connection.close()
         else:
             self.pool.put_back(address, connection)
@@ -165,8 +169,7 @@ class SendfilePut:
     @staticmethod
     def _early_answer(connection: http.client.HTTPConnection) -> S3Answer | None:
         try:
-            response = connection.getresponse()
-            answer = S3Answer(response.status, CaseInsensitiveDict(response.getheaders()), response.read())
+            answer = _read_answer(connection)
         except (OSError, http.client.HTTPException):
             answer = None
         connection.close()

@@ -50,6 +50,22 @@ def test_both_paths_send_the_file_with_content_length(make_uploader, make_file, 
     assert hashlib.sha256(got).digest() == hashlib.sha256(path.read_bytes()).digest()
 
 
+def test_sendfile_connections_are_kept_alive(make_uploader, make_file, proxy, monkeypatch):
+    """One worker sends six parts over one kept-alive connection, not a new one per part."""
+    opened = []
+    real = ConnectionPool.get
+
+    def counting(pool, address):
+        connection = real(pool, address)
+        opened.append(connection)
+        return connection
+
+    monkeypatch.setattr(ConnectionPool, "get", counting)
+    path = make_file("alive.bin", 6 * 5 * MiB)
+    make_uploader(concurrency=1).upload(path)
+    assert len(opened) == 6 and len({id(c) for c in opened}) == 1
+
+
 @BOTH_PATHS
 def test_both_paths_retry_drops_damage_and_503_and_resign_refusals(make_uploader, make_file, proxy, owner,
                                                                    zero_copy):
