@@ -24,6 +24,7 @@ import re
 from flask import Blueprint, Response, jsonify, request, url_for
 
 from .. import drafts, service
+from ..api import EMPTY_FILE_CHECKSUM
 from ..errors import RequestValidationError, UploadNotFound
 from ..models import MultipartUploadSession
 from ..permissions import require_authenticated
@@ -35,7 +36,6 @@ from .serializers import DRAFTS, parts_json
 MiB = 1024 * 1024
 EMPTY_FORM_LIMIT = 64 * 1024
 """Largest body ``s3/empty`` reads: a form of field names and values around an empty file."""
-EMPTY_MD5 = "d41d8cd98f00b204e9800998ecf8427e"
 
 
 def uppy_part_size(size: int) -> int:
@@ -190,7 +190,7 @@ def create_empty(pid_value):
                                       name_field="key", type_field="Content-Type")
     entry = drafts.create_empty_file(record, key, content_type=content_type)
     response = Response(status=204)
-    response.headers["ETag"] = f'"{EMPTY_MD5}"'
+    response.headers["ETag"] = f'"{EMPTY_FILE_CHECKSUM.removeprefix("md5:")}"'
     response.headers["Location"] = url_for(f"{DRAFTS}.content", pid_value=record.pid_value, key=entry.obj.key,
                                            _external=True)
     return response
