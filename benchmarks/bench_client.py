@@ -318,7 +318,8 @@ def main(argv: list[str] | None = None) -> int:
         "s3": s3_name, "s3_kind": args.s3, "size_mib": args.size_mib, "part_size_mib": args.part_size_mib,
         "concurrency": args.concurrency, "repeat": args.repeat, "hash_cpu_s_per_gib": floors,
         "checksum_algorithms": algorithms,
-        "results": rows, "upload_without_sendfile": no_sendfile, "payload": payload_summary, "payload_runs": payload, "counter_check": control,
+        "results": rows, "upload_without_sendfile": no_sendfile, "payload": payload_summary, "payload_runs": payload,
+        "counter_check": control,
         "versions": common.package_versions("oarepo-s3-client", "awscli", "boto3", "botocore", "s3transfer",
                                             "requests", "moto"),
     }, args.json)
@@ -337,17 +338,19 @@ def report(args, s3_name: str, rows: dict, floors: dict, algorithms: list[str], 
            no_sendfile: dict) -> None:
     print(f"\n{args.size_mib} MiB, parts of {args.part_size_mib} MiB, concurrency {args.concurrency}, "
           f"median of {args.repeat}; S3: {s3_name}; {os.cpu_count()} CPUs")
-    print(f"{'':<20} {'wall s':>7} {'MB/s':>7} {'CPU s/GiB':>10} {'S3 CPU s/GiB':>13}")
+    print(f"{'':<32} {'wall s':>7} {'MB/s':>7} {'CPU s/GiB':>10} {'S3 CPU s/GiB':>13}")
+    def row(label: str, r: dict) -> None:
+        print(f"{label:<32} {r['wall_s']:>7.2f} {r['throughput_mb_s']:>7.1f} {r['cpu_s_per_gib']:>10.3f} "
+              f"{r['s3_cpu_s_per_gib']:>13.3f}")
+
     for direction, by_method in rows.items():
         for method, r in by_method.items():
-            print(f"{direction + ' ' + method:<20} {r['wall_s']:>7.2f} {r['throughput_mb_s']:>7.1f} "
-                  f"{r['cpu_s_per_gib']:>10.3f} {r['s3_cpu_s_per_gib']:>13.3f}")
-    r = no_sendfile
-    print(f"{'upload ' + NO_SENDFILE:<20} {r['wall_s']:>7.2f} {r['throughput_mb_s']:>7.1f} {r['cpu_s_per_gib']:>10.3f} "
-          f"{r['s3_cpu_s_per_gib']:>13.3f}")
+            row(f"{direction} {method}", r)
+    row(f"upload {NO_SENDFILE}", no_sendfile)
     for name, floor in floors.items():
-        print(f"{name + ' floor':<20} {'':>7} {'':>7} {floor:>10.3f}   (hashlib alone)")
-    print(f"oarepo-s3 had S3 verify its parts with: {', '.join(algorithms)} (aws-cli and boto3 sign each part's SHA-256 on http://)")
+        print(f"{name + ' floor':<32} {'':>7} {'':>7} {floor:>10.3f}   (hashlib alone)")
+    print(f"oarepo-s3 had S3 verify its parts with: {', '.join(algorithms)} "
+          "(aws-cli and boto3 sign each part's SHA-256 on http://)")
     ours, aws = rows["upload"]["oarepo-s3"], rows["upload"]["aws-cli"]
     speed = ours["throughput_mb_s"] / aws["throughput_mb_s"]
     cpu = ours["cpu_s_per_gib"] / aws["cpu_s_per_gib"]

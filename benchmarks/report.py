@@ -147,18 +147,10 @@ class Report:
             for direction, by in d["results"].items():
                 aws = by["aws-cli"]
                 for method, r in by.items():
-                    self.add(f"| {direction} {method} | {r['wall_s']:.2f} | {r['throughput_mb_s']:.0f} | "
-                             f"{r['cpu_s_per_gib']:.2f} | {r['s3_cpu_s_per_gib']:.2f} | "
-                             f"{fmt(r.get('machine_busy_cores'), 2)} of {d['machine']['cpus']} | "
-                             f"{r['throughput_mb_s'] / aws['throughput_mb_s']:.2f}x | "
-                             f"{r['cpu_s_per_gib'] / aws['cpu_s_per_gib']:.2f}x |")
-            r, aws = d.get("upload_without_sendfile"), d["results"]["upload"]["aws-cli"]
-            if r:  # the same upload with parts through requests: what os.sendfile saves
-                self.add(f"| upload oarepo-s3 `--no-zero-copy` | {r['wall_s']:.2f} | {r['throughput_mb_s']:.0f} | "
-                         f"{r['cpu_s_per_gib']:.2f} | {r['s3_cpu_s_per_gib']:.2f} | "
-                         f"{fmt(r.get('machine_busy_cores'), 2)} of {d['machine']['cpus']} | "
-                         f"{r['throughput_mb_s'] / aws['throughput_mb_s']:.2f}x | "
-                         f"{r['cpu_s_per_gib'] / aws['cpu_s_per_gib']:.2f}x |")
+                    self.client_row(f"{direction} {method}", r, aws, d["machine"]["cpus"])
+            if d.get("upload_without_sendfile"):  # the same upload with parts through requests: what sendfile saves
+                self.client_row("upload oarepo-s3 `--no-zero-copy`", d["upload_without_sendfile"],
+                                d["results"]["upload"]["aws-cli"], d["machine"]["cpus"])
             for name, floor in self.hash_floors(d).items():
                 self.add(f"| {dict(md5='MD5', sha256='SHA-256').get(name, name)} alone (hashlib) | | | {floor:.2f} | | | | |")
             for direction, by in d["results"].items():
@@ -178,6 +170,14 @@ class Report:
     @staticmethod
     def hash_floors(d: dict) -> dict[str, float]:
         return d.get("hash_cpu_s_per_gib") or {"md5": d.get("md5_cpu_s_per_gib", 0.0)}
+
+    def client_row(self, label: str, r: dict, aws: dict, cpus: int) -> None:
+        """One client's line of the table, with its ratios to aws-cli's."""
+        self.add(f"| {label} | {r['wall_s']:.2f} | {r['throughput_mb_s']:.0f} | "
+                 f"{r['cpu_s_per_gib']:.2f} | {r['s3_cpu_s_per_gib']:.2f} | "
+                 f"{fmt(r.get('machine_busy_cores'), 2)} of {cpus} | "
+                 f"{r['throughput_mb_s'] / aws['throughput_mb_s']:.2f}x | "
+                 f"{r['cpu_s_per_gib'] / aws['cpu_s_per_gib']:.2f}x |")
 
     def client_targets(self, s3: str, d: dict) -> None:
         up = d["results"]["upload"]
