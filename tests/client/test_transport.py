@@ -95,6 +95,7 @@ def test_file_cut_short_while_sending_is_a_file_change(make_uploader, make_file,
                              config_kwargs={"zero_copy": zero_copy})
     with pytest.raises(FileChanged, match="part 3 changed"):
         uploader.upload(path)
+    proxy.wait_idle()  # the proxy may still be reading the abandoned request when the client gives up
     assert all(e.part != 3 or e.status == -1 for e in proxy.part_puts())  # never a whole part 3
 
 
