@@ -13,7 +13,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .errors import (  # noqa: E402
+from .errors import (
     ApiError,
     AuthError,
     ClientError,
@@ -24,9 +24,9 @@ from .errors import (  # noqa: E402
     UploadGone,
     UsageError,
 )
-from .models import DownloadResult, TransferConfig, UploadResult  # noqa: E402
-from .progress import AggregatedProgress, ProgressSubscriber, RichProgress  # noqa: E402
-from .transfer import Uploader, expand_paths  # noqa: E402
+from .models import DownloadResult, TransferConfig, UploadResult
+from .progress import AggregatedProgress, ProgressSubscriber, RichProgress
+from .transfer import Uploader, expand_paths
 
 __all__ = [
     "__version__",

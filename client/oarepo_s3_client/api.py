@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable
+from typing import Any, cast
 from urllib.parse import quote
 
 import requests
@@ -18,7 +19,15 @@ from requests.adapters import HTTPAdapter
 
 from . import __version__
 from .errors import ApiError, AuthError
-from .models import SignedPart, TransferConfig
+from .models import (
+    DraftJson,
+    FileJson,
+    FileListJson,
+    SignedPart,
+    SignJson,
+    TransferConfig,
+    UploadState,
+)
 from .retry import Retryable, parse_retry_after, retrying
 
 RETRYABLE_STATUSES = frozenset((429, 502, 503, 504))
@@ -88,7 +97,13 @@ class Api:
     # --- plumbing ---------------------------------------------------------------
 
     def request(
-        self, method: str, url: str, *, json=None, expect: Iterable[int] = (200,), allow_redirects: bool = True
+        self,
+        method: str,
+        url: str,
+        *,
+        json: object = None,
+        expect: Iterable[int] = (200,),
+        allow_redirects: bool = True,
     ) -> requests.Response:
         """One API call, retried on connection errors and 429/502/503/504.
 
@@ -119,28 +134,28 @@ class Api:
             raise (e.final or ApiError(0, str(e), url=url)) from e
         raise AssertionError("unreachable: tenacity re-raises the last error")
 
-    def get_json(self, url: str) -> dict:
-        """``GET url`` -> its JSON."""
+    def get_json(self, url: str) -> Any:
+        """``GET url`` -> its JSON (any JSON: the methods below name the shape they expect)."""
         return self.request("GET", url).json()
 
     # --- drafts and files ---------------------------------------------------------
 
-    def draft(self, draft_url: str) -> dict:
+    def draft(self, draft_url: str) -> DraftJson:
         """The draft record (checks the token early: 401/403 raise :class:`AuthError`)."""
-        return self.get_json(draft_url.rstrip("/"))
+        return cast(DraftJson, self.get_json(draft_url.rstrip("/")))
 
-    def get_file(self, files_url: str, key: str) -> dict | None:
+    def get_file(self, files_url: str, key: str) -> FileJson | None:
         """The file ``key`` of a draft, or ``None`` when there is none."""
         try:
-            return self.get_json(file_url(files_url, key))
+            return cast(FileJson, self.get_json(file_url(files_url, key)))
         except ApiError as e:
             if e.status == 404:
                 return None
             raise
 
-    def list_files(self, files_url: str) -> list[dict]:
+    def list_files(self, files_url: str) -> list[FileJson]:
         """Every file of the draft (pending and completed)."""
-        return self.get_json(files_url)["entries"]
+        return cast(FileListJson, self.get_json(files_url))["entries"]
 
     def delete_file(self, url: str) -> None:
         """``DELETE`` a file (aborts its upload when pending); a missing file is fine."""
@@ -151,20 +166,20 @@ class Api:
 
     def start_upload(
         self, files_url: str, key: str, size: int, part_size: int | None = None, content_type: str | None = None
-    ) -> dict:
+    ) -> FileJson:
         """``POST <draft>/files/?multipart=True``: the pending file with its ``multipart_upload`` session."""
-        body: dict = {"key": key, "size": size}
+        body: dict[str, str | int] = {"key": key, "size": size}
         if part_size:
             body["part_size"] = part_size
         if content_type:
             body["multipart_content_type"] = content_type
         url = files_url if files_url.endswith("/") else files_url + "/"
         with self._write_lock:
-            return self.request("POST", f"{url}?multipart=True", json=body, expect=(201,)).json()
+            return cast(FileJson, self.request("POST", f"{url}?multipart=True", json=body, expect=(201,)).json())
 
-    def upload_state(self, multipart_url: str) -> dict:
+    def upload_state(self, multipart_url: str) -> UploadState:
         """``GET links.multipart``: the session plus ``parts`` S3 holds (``PartNumber``, ``ETag``, ``Size``)."""
-        return self.get_json(multipart_url)
+        return cast(UploadState, self.get_json(multipart_url))
 
     def sign(self, sign_url: str, digests: dict[int, str], now: float = 0.0,
              algorithm: str = "md5") -> dict[int, SignedPart]:
@@ -177,17 +192,17 @@ class Api:
         numbers = sorted(digests)
         field = "content_sha256" if algorithm == "sha256" else "content_md5"
         body = {"parts": numbers, field: {str(n): digests[n] for n in numbers}}
-        answer = self.request("POST", sign_url, json=body).json()
+        answer = cast(SignJson, self.request("POST", sign_url, json=body).json())
         expires_in = float(answer.get("expires_in") or 0)
         signed = [SignedPart(int(p["PartNumber"]), p["url"], dict(p.get("headers") or {}), now, expires_in)
                   for p in answer["parts"]]
         return {s.number: s for s in signed}
 
-    def complete(self, complete_url: str, parts: dict[int, str] | None) -> dict:
+    def complete(self, complete_url: str, parts: dict[int, str] | None) -> FileJson:
         """Complete the upload with ``{number: etag}`` (``None``: let the server take S3's list); idempotent."""
         body = {} if parts is None else {"parts": [{"PartNumber": n, "ETag": parts[n]} for n in sorted(parts)]}
         with self._write_lock:
-            return self.request("POST", complete_url, json=body).json()
+            return cast(FileJson, self.request("POST", complete_url, json=body).json())
 
     def abort(self, abort_url: str) -> None:
         """Abort the upload (already gone is fine)."""
@@ -196,7 +211,7 @@ class Api:
 
     # --- downloads ------------------------------------------------------------------
 
-    def resolve_download(self, url: str) -> tuple[str, dict | None]:
+    def resolve_download(self, url: str) -> tuple[str, FileJson | None]:
         """The presigned S3 URL behind a file's ``content`` link (or its ``self`` link).
 
         :returns: ``(s3_url, file_json)``; ``file_json`` is known when ``url`` was the file's own URL.
@@ -204,7 +219,7 @@ class Api:
         response = self.request("GET", url, expect=(200, 301, 302, 303, 307, 308), allow_redirects=False)
         if response.is_redirect:
             return response.headers["Location"], None
-        info = response.json()
+        info = cast(FileJson, response.json())
         content = (info.get("links") or {}).get("content")
         if not content:
             raise ApiError(409, f"{info.get('key', url)!r} has no content link (still being uploaded?)", url=url)

@@ -10,7 +10,10 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from contextlib import nullcontext
+from types import FrameType
+from typing import TYPE_CHECKING, NoReturn
 
 from . import __version__
 from .errors import (
@@ -27,6 +30,9 @@ from .models import CHECKSUMS, MiB, TransferConfig, UploadResult
 from .parts import MAX_PART_SIZE, MIN_PART_SIZE
 from .progress import RichProgress
 from .transfer import Uploader, expand_paths
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 TOKEN_ENV = "OAREPO_S3_TOKEN"
 _UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 1000**2, "mb": 1000**2, "mib": MiB,
@@ -126,12 +132,12 @@ def build_parser() -> argparse.ArgumentParser:
 class _Output:
     """Results to stdout (text or JSON lines), messages to stderr; safe from several threads."""
 
-    def __init__(self, as_json: bool, console=None):
+    def __init__(self, as_json: bool, console: Console | None = None):
         self.as_json = as_json
         self._lock = threading.Lock()
         self._console = console
 
-    def result(self, data: dict, text: str) -> None:
+    def result(self, data: Mapping[str, object], text: str) -> None:
         with self._lock:
             line = json.dumps(data, sort_keys=True) if self.as_json else text
             if self._console is not None and not self.as_json:
@@ -151,7 +157,7 @@ def _upload_text(r: UploadResult) -> str:
     return f"{r.status:<10} {r.key}  {r.size} bytes  {r.checksum}  {r.content_url or r.url}{note}"
 
 
-def _run_upload(args, token: str, output: _Output, progress) -> int:
+def _run_upload(args: argparse.Namespace, token: str, output: _Output, progress: bool) -> int:
     entries = expand_paths(args.paths)
     if args.key and len(entries) != 1:
         raise UsageError("--key needs exactly one file")
@@ -160,7 +166,7 @@ def _run_upload(args, token: str, output: _Output, progress) -> int:
     config = TransferConfig(concurrency=args.concurrency, part_size=args.part_size, max_attempts=args.retries,
                             checksum=args.checksum, zero_copy=args.zero_copy)
     total = sum(path.stat().st_size for path, _ in entries)
-    codes = []
+    codes: list[int] = []
 
     def report(result: UploadResult) -> None:
         codes.append(result.exit_code)
@@ -173,7 +179,7 @@ def _run_upload(args, token: str, output: _Output, progress) -> int:
     return combine_exit_codes(codes)
 
 
-def _run_download(args, token: str | None, output: _Output, progress) -> int:
+def _run_download(args: argparse.Namespace, token: str | None, output: _Output, progress: bool) -> int:
     config = TransferConfig(concurrency=args.concurrency, max_attempts=args.retries,
                             download_chunk_size=args.chunk_size)
     bar = RichProgress() if progress else None
@@ -185,7 +191,7 @@ def _run_download(args, token: str | None, output: _Output, progress) -> int:
     return EXIT_OK
 
 
-def _raise_interrupt(signum, frame):
+def _raise_interrupt(signum: int, frame: FrameType | None) -> NoReturn:
     raise KeyboardInterrupt
 
 

@@ -19,11 +19,11 @@ import requests
 
 from .api import Api
 from .context import TransferContext
-from .errors import Interrupted, IntegrityError, TransferError
+from .errors import IntegrityError, Interrupted, TransferError
 from .models import DownloadResult
 from .parts import PartRange, part_ranges
 from .retry import Retryable, parse_retry_after, retrying
-from .state import Journal, download_journal_path
+from .state import DownloadEntry, DownloadHeader, Journal, download_journal_path
 
 READ_SIZE = 1024 * 1024
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+)")
@@ -66,7 +66,7 @@ class Downloader:
         self.ctx = ctx
         self._stop = threading.Event()
 
-    def download(self, url: str, dest: str | os.PathLike, concurrency: int | None = None) -> DownloadResult:
+    def download(self, url: str, dest: str | os.PathLike[str], concurrency: int | None = None) -> DownloadResult:
         """Download ``url`` (a file's ``content`` or ``self`` API URL) to ``dest``.
 
         :raises Interrupted: cancelled; run again to resume.
@@ -78,13 +78,14 @@ class Downloader:
         part_path = dest.with_name(dest.name + ".part")
         source = _Source(self.ctx.api, url)
         size, etag = self._probe(source)
-        expected = (source.info or {}).get("size")
+        expected = source.info.get("size") if source.info is not None else None
         if expected is not None and expected != size:
             raise IntegrityError(f"{url}: the API says {expected} bytes, S3 has {size}")
         ranges = part_ranges(size, self.ctx.config.download_chunk_size) if size else []
-        header = {"url": url, "size": size, "etag": etag, "chunk_size": self.ctx.config.download_chunk_size}
+        header: DownloadHeader = {"url": url, "size": size, "etag": etag,
+                                  "chunk_size": self.ctx.config.download_chunk_size}
         journal_path = download_journal_path(part_path)
-        journal = Journal.load(journal_path)
+        journal: Journal[DownloadHeader, DownloadEntry] | None = Journal.load(journal_path)
         done: set[int] = set()
         if journal is not None and journal.header == header and part_path.exists() \
                 and part_path.stat().st_size == size:
@@ -159,7 +160,8 @@ class Downloader:
     def _stopped(self) -> bool:
         return self._stop.is_set() or self.ctx.cancelled.is_set()
 
-    def _fetch(self, source: _Source, fd: int, r: PartRange, etag: str, key: str, journal: Journal) -> None:
+    def _fetch(self, source: _Source, fd: int, r: PartRange, etag: str, key: str,
+               journal: Journal[DownloadHeader, DownloadEntry]) -> None:
         try:
             for attempt in retrying(self.ctx.config, self.ctx.sleep):
                 with attempt:

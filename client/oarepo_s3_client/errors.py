@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import TypedDict
+
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -32,6 +35,13 @@ class UsageError(ClientError):
     exit_code = EXIT_USAGE
 
 
+class FieldError(TypedDict, total=False):
+    """One of the API's field errors: which field, and what is wrong with it."""
+
+    field: str
+    message: str
+
+
 class ApiError(ClientError):
     """The REST API answered an error (its JSON ``{status, message, errors}``).
 
@@ -40,7 +50,7 @@ class ApiError(ClientError):
     :param errors: the server's field errors, ``[{"field", "message"}]``.
     """
 
-    def __init__(self, status: int, message: str, errors: list[dict] | None = None, url: str = ""):
+    def __init__(self, status: int, message: str, errors: list[FieldError] | None = None, url: str = ""):
         self.status = status
         self.message = message
         self.errors = list(errors or [])
@@ -84,7 +94,7 @@ class Interrupted(ClientError):
     exit_code = EXIT_INTERRUPTED
 
 
-def combine_exit_codes(codes) -> int:
+def combine_exit_codes(codes: Iterable[int]) -> int:
     """The exit code of a run from its files' codes (most severe first: 130, 2, 3, 4, 1, 0)."""
     codes = set(codes)
     for code in (EXIT_INTERRUPTED, EXIT_USAGE, EXIT_AUTH, EXIT_INTEGRITY, EXIT_FAILED):

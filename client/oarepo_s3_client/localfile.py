@@ -6,7 +6,7 @@ import hashlib
 import os
 import threading
 from collections.abc import Iterator
-from typing import NoReturn
+from typing import NoReturn, Protocol
 
 from .errors import FileChanged
 
@@ -24,7 +24,15 @@ def _slice_buffer() -> memoryview:
     return buffer
 
 
-def new_hash(algorithm: str):
+class Hasher(Protocol):
+    """What :func:`new_hash` returns (a ``hashlib`` hash object)."""
+
+    def update(self, data: bytes | memoryview, /) -> None: ...
+
+    def digest(self) -> bytes: ...
+
+
+def new_hash(algorithm: str) -> Hasher:
     """A hash object for ``md5`` (not for security: S3's Content-MD5) or ``sha256``."""
     if algorithm == "md5":
         return hashlib.md5(usedforsecurity=False)
@@ -40,7 +48,7 @@ class FileReader:
     got shorter raises :class:`~.errors.FileChanged`.
     """
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike[str]):
         self.path = path
         self.fileno: int | None = (
             os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0)) if hasattr(os, "preadv") else None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from typing import TypedDict
 
 MiB = 1024 * 1024
 CHECKSUMS = ("auto", "md5", "sha256")
@@ -59,7 +60,7 @@ class TransferConfig:
     sign_batch: int = 32
     zero_copy: bool = True
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         if self.part_size is not None and self.part_size < 1:
@@ -102,7 +103,7 @@ class UploadResult:
     checksum_algorithm: str | None = None
     """What S3 verified the parts sent by this run with: ``md5`` or ``sha256`` (None: nothing sent)."""
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, object]:
         """A JSON-ready dict (one line of ``--json`` output)."""
         return asdict(self)
 
@@ -123,7 +124,7 @@ class DownloadResult:
     error: str | None = None
     exit_code: int = 0
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, object]:
         """A JSON-ready dict."""
         return asdict(self)
 
@@ -147,3 +148,106 @@ class S3Answer:
     headers: Mapping[str, str]
     """Case-insensitive."""
     content: bytes
+
+
+# --- the REST API's JSON, as far as the client reads it ------------------------------------
+# (Python 3.10 has no ``NotRequired``: optional keys live in ``total=False`` subclasses.)
+
+
+class DraftLinks(TypedDict, total=False):
+    """``links`` of a draft record."""
+
+    self: str
+    files: str
+
+
+class DraftJson(TypedDict, total=False):
+    """A draft record (``GET <draft>``)."""
+
+    id: str
+    status: str
+    links: DraftLinks
+
+
+class FileLinks(TypedDict, total=False):
+    """``links`` of a file: ``content`` once completed, the upload's links while pending."""
+
+    self: str
+    content: str
+    multipart: str
+    sign: str
+    complete: str
+    abort: str
+
+
+class _UploadSessionRequired(TypedDict):
+    upload_id: str
+    chunk_size: int
+
+
+class UploadSession(_UploadSessionRequired, total=False):
+    """A pending file's ``multipart_upload``: the server's plan for the parts."""
+
+    id: str
+    size: int
+    num_chunks: int
+
+
+class _SessionPartRequired(TypedDict):
+    PartNumber: int
+    ETag: str
+
+
+class SessionPart(_SessionPartRequired, total=False):
+    """A part S3 already holds, in S3's spelling (``ETag`` quoted)."""
+
+    Size: int
+
+
+class UploadState(UploadSession):
+    """``GET links.multipart``: the session and the parts S3 holds."""
+
+    parts: list[SessionPart]
+
+
+class _FileJsonRequired(TypedDict):
+    key: str
+    size: int
+    checksum: str | None
+    status: str  # "pending" or "completed"
+    links: FileLinks
+
+
+class FileJson(_FileJsonRequired, total=False):
+    """A file of a draft (``GET <draft>/files/<key>``, and the answers to start and complete)."""
+
+    mimetype: str
+    part_size: int
+    multipart_upload: UploadSession  # only while the file is pending
+
+
+class FileListJson(TypedDict):
+    """``GET <draft>/files``."""
+
+    entries: list[FileJson]
+
+
+class _SignedPartJsonRequired(TypedDict):
+    PartNumber: int
+    url: str
+
+
+class SignedPartJson(_SignedPartJsonRequired, total=False):
+    """One presigned part URL in the sign answer; ``headers`` are the signed digests the PUT must send."""
+
+    headers: dict[str, str]
+
+
+class _SignJsonRequired(TypedDict):
+    parts: list[SignedPartJson]
+
+
+class SignJson(_SignJsonRequired, total=False):
+    """``POST links.sign``: fresh part URLs and their lifetime in seconds."""
+
+    expires_in: int

@@ -87,7 +87,7 @@ def sha256_is_cheaper(sample: int = 2 * MiB) -> bool:
     return seconds("sha256") < seconds("md5")
 
 
-def file_part_md5s(path: str | os.PathLike, chunk_size: int, buffer_size: int = 8 * MiB) -> list[bytes]:
+def file_part_md5s(path: str | os.PathLike[str], chunk_size: int, buffer_size: int = 8 * MiB) -> list[bytes]:
     """MD5 digests of every ``chunk_size`` part of a file (for checking a completed upload)."""
     digests = []
     buffer = bytearray(min(buffer_size, chunk_size))

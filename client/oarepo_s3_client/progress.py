@@ -11,17 +11,23 @@ does.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
 from collections.abc import Iterable
-from typing import Protocol, runtime_checkable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+if TYPE_CHECKING:  # rich is imported when a bar is made, not with the package
+    from rich.console import Console
+    from rich.progress import TaskID
 
 
 @runtime_checkable
 class ProgressSubscriber(Protocol):
     """Anything with ``on_progress(bytes_transferred, **kwargs)``."""
 
-    def on_progress(self, bytes_transferred: int, **kwargs) -> None:
-        """Called with the number of bytes transferred since the last call."""
+    def on_progress(
+        self, bytes_transferred: int, *, key: str, total: int | None, initial: bool, **kwargs: object
+    ) -> None:
+        """Called with the number of bytes transferred since the last call (and the keywords above)."""
 
 
 class AggregatedProgress:
@@ -83,7 +89,7 @@ class RichProgress:
     :param total: bytes of the whole run (all files), for the overall line.
     """
 
-    def __init__(self, total: int | None = None, description: str = "total", console=None):
+    def __init__(self, total: int | None = None, description: str = "total", console: Console | None = None):
         from rich.console import Console
         from rich.progress import (
             BarColumn,
@@ -113,11 +119,11 @@ class RichProgress:
         self._progress.start()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self._progress.stop()
 
     def on_progress(self, bytes_transferred: int, key: str = "", total: int | None = None, initial: bool = False,
-                    **kwargs) -> None:
+                    **kwargs: object) -> None:
         """Advance the file's line and the overall line; a finished file's line goes away.
 
         Bytes done by an earlier run (``initial``) start the bars there without
@@ -147,7 +153,7 @@ class RichProgress:
 
 @dataclass
 class _Line:
-    task: int
+    task: TaskID
     done: int
     total: int | None
     removed: bool = False

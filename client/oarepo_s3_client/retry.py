@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from .models import TransferConfig
 
@@ -40,14 +40,18 @@ class _Wait:
         )
         self._max = config.backoff_max
 
-    def __call__(self, retry_state) -> float:
+    def __call__(self, retry_state: RetryCallState) -> float:
         wait = self._backoff(retry_state)
         error = retry_state.outcome.exception() if retry_state.outcome else None
-        after = getattr(error, "retry_after", None)
+        after: float | None = getattr(error, "retry_after", None)
         return max(wait, min(after, self._max)) if after else wait
 
 
-def retrying(config: TransferConfig, sleep: Callable[[float], None], retry_on: type | tuple = Retryable) -> Retrying:
+def retrying(
+    config: TransferConfig,
+    sleep: Callable[[float], None],
+    retry_on: type[BaseException] | tuple[type[BaseException], ...] = Retryable,
+) -> Retrying:
     """A tenacity ``Retrying``: ``config.max_attempts`` tries, retrying ``retry_on`` exceptions.
 
     Use as ``for attempt in retrying(...): with attempt: ...``; the last

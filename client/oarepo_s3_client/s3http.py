@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 import select
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from urllib.parse import urlsplit
 
 import requests
@@ -40,7 +40,7 @@ def new_s3_session(pool_size: int) -> requests.Session:
     return session
 
 
-def s3_error_code(response: requests.Response) -> str:
+def s3_error_code(response: requests.Response | S3Answer) -> str:
     """S3's error ``<Code>`` (``BadDigest``, ``AccessDenied``...), or ``""``."""
     match = _S3_CODE.search(response.content[:4096] if response.content else b"")
     return match.group(1).decode("ascii", "replace") if match else ""
@@ -69,7 +69,7 @@ class RegionBody:
     def __len__(self) -> int:
         return self._length
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[memoryview]:
         for piece in self._reader.slices(self._offset, self._length):
             if self._stopped():
                 raise Interrupted("stopped")
@@ -114,11 +114,13 @@ class PartTransport:
         :raises S3Unreachable: the connection failed (refused, reset, timed out).
         :raises FileChanged: the file ended early.
         """
-        if reader.fileno is not None and self.uses_sendfile(url):
-            return self._sendfile.put(url, headers, reader.fileno, offset, length, report, stopped)
+        sendfile = self._sendfile
+        if sendfile is not None and reader.fileno is not None and self.uses_sendfile(url):
+            return sendfile.put(url, headers, reader.fileno, offset, length, report, stopped)
         body = RegionBody(reader, offset, length, report, stopped)
         try:
-            response = self.session.put(url, data=body, headers=headers, timeout=self.timeout)
+            # types-requests says Iterable[bytes]; urllib3 hands each memoryview slice to sendall, as intended.
+            response = self.session.put(url, data=body, headers=headers, timeout=self.timeout)  # type: ignore[arg-type]
         except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as e:
             raise S3Unreachable(f"{type(e).__name__}: {e}") from e
         return S3Answer(response.status_code, response.headers, response.content)

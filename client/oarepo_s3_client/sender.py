@@ -13,11 +13,11 @@ import requests
 from .context import TransferContext
 from .errors import ApiError, FileChanged, Interrupted, S3Unreachable, TransferError, UploadGone
 from .localfile import FileReader
-from .models import SignedPart
+from .models import FileLinks, SignedPart
 from .parts import PartRange, etag_is_md5, md5_base64, normalize_etag
 from .retry import Retryable, parse_retry_after, retrying
 from .s3http import s3_error_code
-from .state import Journal
+from .state import Journal, UploadEntry, UploadHeader
 
 DIGEST_CODES = frozenset(("BadDigest", "InvalidDigest", "XAmzContentSHA256Mismatch"))
 """S3's answers to a body that does not match the digest signed into its URL."""
@@ -36,8 +36,8 @@ class FileUpload:
     size: int
     mtime_ns: int
     chunk_size: int
-    links: dict
-    journal: Journal
+    links: FileLinks
+    journal: Journal[UploadHeader, UploadEntry]
     reader: FileReader
     ranges: list[PartRange] = field(default_factory=list)
     algorithm: str = "md5"
@@ -75,8 +75,8 @@ class PartSender:
         the second read comes from the page cache, by ``sendfile`` where the
         transport can.
         """
-        futures: list[Future] = [self.ctx.executor.submit(self._part_task, upload, p) for p in parts
-                                 if p.number in upload.held]
+        futures: list[Future[None]] = [self.ctx.executor.submit(self._part_task, upload, p) for p in parts
+                                       if p.number in upload.held]
         pending = set(futures)
         fresh = [p for p in parts if p.number not in upload.held]
         window = max(1, self.ctx.config.sign_batch)
@@ -86,9 +86,9 @@ class PartSender:
                 pending = self._wait(pending, most_pending=2 * window)  # hash at most two windows ahead
                 chunk = fresh[start : start + window]
                 digests = list(hashers.map(lambda p: self._hash_part(upload, p), chunk))
-                signed = self._sign(upload, dict(zip((p.number for p in chunk), digests)))
+                signed = self._sign(upload, dict(zip((p.number for p in chunk), digests, strict=True)))
                 sent = [self.ctx.executor.submit(self.send, upload, p, d, signed[p.number])
-                        for p, d in zip(chunk, digests)]
+                        for p, d in zip(chunk, digests, strict=True)]
                 futures += sent
                 pending.update(sent)
             self._wait(pending, most_pending=0)
@@ -102,7 +102,7 @@ class PartSender:
             hashers.shutdown(wait=True, cancel_futures=True)
 
     @staticmethod
-    def _wait(pending: set[Future], most_pending: int) -> set[Future]:
+    def _wait(pending: set[Future[None]], most_pending: int) -> set[Future[None]]:
         """Wait until at most ``most_pending`` futures are unfinished; raise the first failure.
 
         :returns: the unfinished ones (finished ones are checked and dropped, so
@@ -112,8 +112,9 @@ class PartSender:
         pending = pending - finished
         while True:
             for future in finished:
-                if future.exception() is not None:
-                    raise future.exception()
+                error = future.exception()
+                if error is not None:
+                    raise error
             if len(pending) <= most_pending:
                 return pending
             finished, pending = wait(pending, return_when=FIRST_COMPLETED if most_pending else FIRST_EXCEPTION)
@@ -196,7 +197,8 @@ class PartSender:
         self.ctx.progress.add(upload.key, -sent)
         if response.status_code == 200:
             self._raise_if_changed(upload, part, digest)
-            raise Retryable(f"part {part.number}: S3 stored other bytes (ETag {etag}, sent {md5.hex()})")
+            # (stored_other: md5 is not None, so it is the digest sent)
+            raise Retryable(f"part {part.number}: S3 stored other bytes (ETag {etag}, sent {digest.hex()})")
         status, code = response.status_code, s3_error_code(response)
         if code in DIGEST_CODES:
             self._raise_if_changed(upload, part, digest)
@@ -240,7 +242,7 @@ class PartSender:
                 upload.reused += 1
             else:
                 upload.sent += 1
-        entry = {"n": number, "etag": etag}
+        entry: UploadEntry = {"n": number, "etag": etag}
         if md5 is not None:
             entry["md5"] = md5_base64(md5)
         upload.journal.append(entry)

@@ -12,9 +12,10 @@ import mimetypes
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import FIRST_EXCEPTION, Executor, ThreadPoolExecutor, wait
 from pathlib import Path
+from typing import cast
 
 import requests
 
@@ -31,12 +32,12 @@ from .errors import (
     UsageError,
 )
 from .localfile import FileReader
-from .models import DownloadResult, TransferConfig, UploadResult
+from .models import DownloadResult, FileJson, FileLinks, TransferConfig, UploadResult, UploadSession, UploadState
 from .parts import etag_is_md5, md5_from_base64, normalize_etag, part_ranges, s3etag, sha256_is_cheaper
 from .progress import AggregatedProgress, ProgressSubscriber
 from .s3http import PartTransport, new_s3_session
 from .sender import FileUpload, PartSender
-from .state import StateStore
+from .state import Journal, StateStore, UploadEntry, UploadHeader
 from .verify import verify_completed
 
 EMPTY_CHECKSUM = "md5:d41d8cd98f00b204e9800998ecf8427e"
@@ -68,7 +69,7 @@ class Uploader:
         *,
         concurrency: int = 8,
         part_size: int | None = None,
-        state_dir: str | os.PathLike | None = None,
+        state_dir: str | os.PathLike[str] | None = None,
         subscribers: Iterable[ProgressSubscriber] = (),
         abort_on_failure: bool = False,
         config: TransferConfig | None = None,
@@ -107,7 +108,7 @@ class Uploader:
     def __enter__(self) -> Uploader:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def close(self) -> None:
@@ -138,7 +139,7 @@ class Uploader:
 
     # --- public API ----------------------------------------------------------------
 
-    def upload(self, path: str | os.PathLike, key: str | None = None) -> UploadResult:
+    def upload(self, path: str | os.PathLike[str], key: str | None = None) -> UploadResult:
         """Upload one file (resuming an earlier, interrupted upload of the same key).
 
         :param key: the file's key in the draft (default: the file name).
@@ -185,7 +186,7 @@ class Uploader:
 
     def upload_many(
         self,
-        items: Iterable[str | os.PathLike | tuple[str | os.PathLike, str]],
+        items: Iterable[str | os.PathLike[str] | tuple[str | os.PathLike[str], str]],
         on_result: Callable[[UploadResult], None] | None = None,
     ) -> list[UploadResult]:
         """Upload files and directories (recursively, keys relative to each directory, ``/``).
@@ -216,13 +217,13 @@ class Uploader:
                 raise
         return [results[i] for i in range(len(entries))]
 
-    def download(self, url: str, dest: str | os.PathLike, concurrency: int | None = None) -> DownloadResult:
+    def download(self, url: str, dest: str | os.PathLike[str], concurrency: int | None = None) -> DownloadResult:
         """Download a file (its ``content`` or ``self`` URL) to ``dest`` with parallel ranged GETs; resumable."""
         from .download import Downloader
 
         return Downloader(self.context).download(url, dest, concurrency)
 
-    def _upload_one(self, path: Path, key: str, on_result) -> UploadResult:
+    def _upload_one(self, path: Path, key: str, on_result: Callable[[UploadResult], None] | None) -> UploadResult:
         try:
             result = self.upload(path, key)
         except (AuthError, Interrupted):
@@ -275,12 +276,11 @@ class Uploader:
                 return self._resume(path, key, st, session, existing["links"], None)
             if created.get("status") == "completed":  # an empty file: created complete, nothing to send
                 return self._created_empty(path, key, st, created)
-            session = created["multipart_upload"]
-            return self._new_file(path, key, st, session, created["links"], resumed=False)
+            return self._new_file(path, key, st, created["multipart_upload"], created["links"], resumed=False)
         raise ClientError(f"{key!r}: could not start an upload (the key keeps changing on the server)")
 
     @staticmethod
-    def _created_empty(path: Path, key: str, st: os.stat_result, created: dict) -> UploadResult:
+    def _created_empty(path: Path, key: str, st: os.stat_result, created: FileJson) -> UploadResult:
         if created.get("size") != 0 or created.get("checksum") != EMPTY_CHECKSUM:
             raise IntegrityError(f"{key!r}: the server stored {created.get('size')} bytes "
                                  f"({created.get('checksum')}) for an empty file")
@@ -288,7 +288,7 @@ class Uploader:
         return UploadResult(str(path), key, "completed", 0, created["checksum"], links.get("self"),
                             links.get("content"))
 
-    def _session_or_none(self, multipart_url: str | None) -> dict | None:
+    def _session_or_none(self, multipart_url: str | None) -> UploadState | None:
         if not multipart_url:
             return None
         try:
@@ -298,11 +298,22 @@ class Uploader:
                 return None
             raise
 
-    def _new_file(self, path, key, st, session, links, *, resumed: bool, journal=None) -> FileUpload:
+    def _new_file(
+        self,
+        path: Path,
+        key: str,
+        st: os.stat_result,
+        session: UploadSession,
+        links: FileLinks,
+        *,
+        resumed: bool,
+        journal: Journal[UploadHeader, UploadEntry] | None = None,
+    ) -> FileUpload:
         ranges = part_ranges(st.st_size, session["chunk_size"])
         if len(ranges) != session.get("num_chunks", len(ranges)):
             raise ClientError(f"{key!r}: the server planned {session.get('num_chunks')} parts, we count {len(ranges)}")
-        links = {k: links[k] for k in ("self", "multipart", "sign", "complete", "abort") if k in links}
+        # (mypy builds no TypedDict from a comprehension: the keys are FileLinks' own)
+        links = cast(FileLinks, {k: links[k] for k in ("self", "multipart", "sign", "complete", "abort") if k in links})
         if journal is None:
             journal = self.state.new_upload(self.draft_url, key, {
                 "draft_url": self.draft_url, "key": key, "path": str(path.resolve()), "size": st.st_size,
@@ -312,14 +323,23 @@ class Uploader:
         return FileUpload(path, key, st.st_size, st.st_mtime_ns, session["chunk_size"], links, journal,
                           FileReader(path), ranges, resumed=resumed)
 
-    def _resume(self, path, key, st, session, links, journal) -> FileUpload:
-        header = journal.header if journal else {}
+    def _resume(
+        self,
+        path: Path,
+        key: str,
+        st: os.stat_result,
+        session: UploadState,
+        links: FileLinks,
+        journal: Journal[UploadHeader, UploadEntry] | None,
+    ) -> FileUpload:
+        header: Mapping[str, object] = journal.header if journal else {}
         same_file = (header.get("upload_id") == session["upload_id"] and header.get("size") == st.st_size
                      and header.get("mtime_ns") == st.st_mtime_ns and header.get("chunk_size") == session["chunk_size"])
-        upload = self._new_file(path, key, st, session, links, resumed=True, journal=journal if same_file else None)
-        known = {}
-        if same_file:  # a journal entry without "md5": S3 verified that part by its SHA-256
-            known = {int(e["n"]): (e["etag"], e.get("md5")) for e in journal.entries if {"n", "etag"} <= set(e)}
+        same_journal = journal if same_file else None
+        upload = self._new_file(path, key, st, session, links, resumed=True, journal=same_journal)
+        known: dict[int, tuple[str, str | None]] = {}
+        if same_journal is not None:  # a journal entry without "md5": S3 verified that part by its SHA-256
+            known = {int(e["n"]): (e["etag"], e.get("md5")) for e in same_journal.entries if {"n", "etag"} <= set(e)}
         held = {int(p["PartNumber"]): (normalize_etag(p["ETag"]), int(p.get("Size", -1))) for p in session["parts"]}
         for r in upload.ranges:
             etag, size = held.get(r.number, ("", -1))
@@ -363,7 +383,7 @@ class Uploader:
         if (st.st_size, st.st_mtime_ns) != (upload.size, upload.mtime_ns):
             raise FileChanged(f"{upload.path}: changed while being uploaded; run again to upload the new content")
 
-    def _complete(self, upload: FileUpload) -> dict:
+    def _complete(self, upload: FileUpload) -> FileJson:
         """Complete with our part list; if S3 disagrees (400), re-check S3's parts, re-send, try again."""
         for round_ in range(3):
             try:
@@ -379,7 +399,7 @@ class Uploader:
                 self.sender.run(upload, wrong)
         raise AssertionError("unreachable")
 
-    def _verify(self, upload: FileUpload, answer: dict) -> UploadResult:
+    def _verify(self, upload: FileUpload, answer: FileJson) -> UploadResult:
         """Compare the stored size and checksum with ours.
 
         Our part MD5s are the local file's (hashed here) or, for parts S3
@@ -387,7 +407,8 @@ class Uploader:
         """
         md5s = [md5 if md5 is not None else (bytes.fromhex(etag) if etag_is_md5(etag) else None)
                 for etag, md5 in (upload.done[r.number] for r in upload.ranges)]
-        expected = s3etag(md5s) if None not in md5s else None
+        known = [md5 for md5 in md5s if md5 is not None]
+        expected = s3etag(known) if len(known) == len(md5s) else None
         links = answer.get("links") or {}
         result = UploadResult(
             str(upload.path), upload.key, "completed", upload.size, answer.get("checksum"), links.get("self"),
@@ -411,7 +432,9 @@ class Uploader:
         upload.journal.remove()
 
 
-def expand_paths(items: Iterable[str | os.PathLike | tuple[str | os.PathLike, str]]) -> list[tuple[Path, str]]:
+def expand_paths(
+    items: Iterable[str | os.PathLike[str] | tuple[str | os.PathLike[str], str]],
+) -> list[tuple[Path, str]]:
     """``(file, key)`` for files and, recursively, the files in directories (keys relative, ``/``).
 
     A ``(path, key)`` pair names a file and its key as they are.

@@ -7,8 +7,8 @@ import os
 from pathlib import Path
 
 from .errors import ClientError
-from .models import UploadResult
-from .parts import MiB, S3ETAG_PREFIX, file_part_md5s, s3etag
+from .models import FileJson, UploadResult
+from .parts import S3ETAG_PREFIX, MiB, file_part_md5s, s3etag
 
 SERVER_DEFAULT_PART_SIZE = 16 * MiB
 
@@ -31,7 +31,7 @@ def chunk_size_candidates(size: int, parts: int, preferred: int | None = None) -
         return c > 0 and ceil_div(size, c) == parts
 
     smallest_mib = ceil_div(ceil_div(size, parts), MiB) * MiB
-    out = []
+    out: list[int] = []
     for c in (preferred, SERVER_DEFAULT_PART_SIZE, smallest_mib):
         if c and fits(c) and c not in out:
             out.append(c)
@@ -59,7 +59,7 @@ def local_matches(path: Path, size: int, checksum: str, preferred_part_size: int
 
 
 def verify_completed(
-    path: Path, key: str, st: os.stat_result, existing: dict, preferred_part_size: int | None
+    path: Path, key: str, st: os.stat_result, existing: FileJson, preferred_part_size: int | None
 ) -> UploadResult:
     """The draft already has ``key``, completed: skip it if it is the same file, else refuse.
 

@@ -15,11 +15,10 @@ import requests
 from oarepo_s3_client import ApiError, Interrupted, TransferConfig, UsageError, expand_paths
 from oarepo_s3_client.api import Api
 from oarepo_s3_client.cli import parse_size
-from oarepo_s3_client.errors import combine_exit_codes
+from oarepo_s3_client.errors import FileChanged, combine_exit_codes
+from oarepo_s3_client.localfile import FileReader
 from oarepo_s3_client.parts import PartRange, file_part_md5s, normalize_etag, part_ranges, s3etag
 from oarepo_s3_client.progress import AggregatedProgress
-from oarepo_s3_client.errors import FileChanged
-from oarepo_s3_client.localfile import FileReader
 from oarepo_s3_client.s3http import RegionBody
 from oarepo_s3_client.state import Journal
 from oarepo_s3_client.verify import chunk_size_candidates
