@@ -15,5 +15,12 @@ cd "$(dirname "$0")"
 source scripts/bootstrap.sh
 ensure_venv
 
+# Static checks first (seconds): lint, and strict types on oarepo_s3/ and client/ (pyproject.toml).
+# The import contracts (layers, one S3 boundary) run as tests/test_architecture.py.
+echo "==> ruff check" >&2
+.venv/bin/ruff check --quiet .
+echo "==> mypy (strict: oarepo_s3/, client/)" >&2
+.venv/bin/mypy
+
 # pytest exits 5 when it collected no test: that is a failure here too.
 exec .venv/bin/python -m pytest -p no:cacheprovider "$@"

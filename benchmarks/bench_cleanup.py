@@ -57,22 +57,22 @@ from pathlib import Path
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
 os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench-secret")
 
-import boto3  # noqa: E402
-import sqlalchemy as sa  # noqa: E402
-from botocore.config import Config  # noqa: E402
-from flask import Flask  # noqa: E402
-from invenio_db import db  # noqa: E402
-from invenio_files_rest.models import Bucket, FileInstance, Location, ObjectVersion  # noqa: E402
+import boto3
+import sqlalchemy as sa
+from botocore.config import Config
+from flask import Flask
+from invenio_db import db
+from invenio_files_rest.models import Bucket, FileInstance, Location, ObjectVersion
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import common  # noqa: E402
+import common
 
-from oarepo_s3.api import MultipartUploadStatus  # noqa: E402
-from oarepo_s3.cleanup import run_cleanup  # noqa: E402
-from oarepo_s3.models import MultipartUploadSession, utcnow  # noqa: E402
-from oarepo_s3.proxies import current_oarepo_s3  # noqa: E402
+from oarepo_s3.api import MultipartUploadStatus
+from oarepo_s3.cleanup import run_cleanup
+from oarepo_s3.models import MultipartUploadSession, utcnow
+from oarepo_s3.proxies import current_oarepo_s3
 
 FILE_SIZE = 1000
 PER_BUCKET = 10
@@ -80,9 +80,9 @@ MiB = 1024 * 1024
 
 
 def make_app(db_uri: str, s3_url: str) -> Flask:
-    from demo.app import create_minimal_app
+    from oarepo_s3.app import create_app
 
-    return create_minimal_app(dict(
+    return create_app(dict(
         SECRET_KEY="bench",
         SQLALCHEMY_DATABASE_URI=db_uri,
         SQLALCHEMY_TRACK_MODIFICATIONS=False,
@@ -92,7 +92,7 @@ def make_app(db_uri: str, s3_url: str) -> Flask:
         S3_SECRET_ACCESS_KEY="bench-secret",
         S3_REGION_NAME="us-east-1",
         OAREPO_S3_ORPHAN_SWEEP=False,
-    ), "bench_cleanup")
+    ), name="bench_cleanup", rest_api=False)
 
 
 def s3_client(s3_url: str):
@@ -139,14 +139,15 @@ def build_backlog(client, count: int, file_id_index: bool) -> tuple[str, float]:
             {"id": file_ids[i], "uri": f"s3://{s3_bucket}/{keys[i]}", "size": FILE_SIZE, "readable": False,
              "writable": False, "storage_class": "S"} for i in chunk])
         db.session.execute(sa.insert(ObjectVersion), [
-            {"version_id": v, "bucket_id": bucket_ids[i // PER_BUCKET], "key": f"f{i:06d}.bin", "file_id": file_ids[i], "is_head": True}
-            for v, i in zip(version_ids, chunk)])
+            {"version_id": v, "bucket_id": bucket_ids[i // PER_BUCKET], "key": f"f{i:06d}.bin", "file_id": file_ids[i],
+             "is_head": True}
+            for v, i in zip(version_ids, chunk, strict=True)])
         db.session.execute(sa.insert(MultipartUploadSession), [
             {"id": uuid.uuid4(), "bucket_id": bucket_ids[i // PER_BUCKET], "version_id": v, "file_id": file_ids[i],
              "key": f"f{i:06d}.bin", "s3_bucket": s3_bucket, "s3_key": keys[i], "upload_id": upload_ids[i],
              "content_type": "application/octet-stream", "size": FILE_SIZE, "part_size": 5 * MiB, "num_parts": 1,
              "expires": expired + timedelta(milliseconds=i), "status": MultipartUploadStatus.IN_PROGRESS}
-            for v, i in zip(version_ids, chunk)])
+            for v, i in zip(version_ids, chunk, strict=True)])
         db.session.commit()
     return s3_bucket, s3_seconds
 
@@ -302,10 +303,11 @@ def measure(app: Flask, client, count: int, trace: bool, file_id_index: bool, s3
 
 def print_table(rows: list[dict], database: str, trace: bool, file_id_index: bool) -> None:
     extra = (", tracemalloc on" if trace else "") + (", index on files_object.file_id" if file_id_index else "")
-    print(f"\nexpiry cleanup on moto + {database} (Python {platform.python_version()}, {os.cpu_count()} cores{extra})\n")
+    print(f"\nexpiry cleanup on moto + {database} "
+          f"(Python {platform.python_version()}, {os.cpu_count()} cores{extra})\n")
     header = (f"{'sessions':>9} | {'time s':>7} | {'per s':>6} | {'S3 abort s':>10} | {'SQL s':>6} | {'commit s':>8} | "
-              f"{'rest s':>7} | {'own CPU s':>9} | {'moto CPU s':>10} | {'DB CPU s':>8} | {'SQL/session':>11} | {'RSS growth MiB':>14} | "
-              f"{'heap MiB':>8}")
+              f"{'rest s':>7} | {'own CPU s':>9} | {'moto CPU s':>10} | {'DB CPU s':>8} | {'SQL/session':>11} | "
+              f"{'RSS growth MiB':>14} | {'heap MiB':>8}")
     print(header)
     print("-" * len(header))
     for r in rows:

@@ -15,7 +15,7 @@ and how busy the whole (shared) machine was (``/proc/stat``).
 Uploads:
 
 * ``oarepo-s3`` - the real command, ``python -m oarepo_s3_client upload FILE
-  --draft URL --json``, through the app (the demo app under gunicorn, one
+  --draft URL --json``, through the app (oarepo_s3.app under gunicorn, one
   worker with 8 threads, on PostgreSQL): it hashes every part (Content-MD5
   or SHA-256, as its ``--checksum`` default chooses; signed into the part's
   URL by the server, checked by S3), PUTs straight to S3, completes and
@@ -58,8 +58,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import common  # noqa: E402
-from common import GiB, MiB, REGION, ROOT, median  # noqa: E402
+import common
+from common import REGION, ROOT, GiB, MiB, median
 
 METHODS = ("oarepo-s3", "aws-cli", "boto3")
 NO_SENDFILE = "oarepo-s3 --no-zero-copy"
@@ -125,7 +125,7 @@ class Bench:
             self.bucket = common.new_bucket(self.s3)
             config = common.app_config(self.pg.database(f"bench_client_{args.s3}"), self.s3,
                                        OAREPO_S3_SIGN_RATE_LIMIT=None)
-            from demo.app import create_app
+            from oarepo_s3.app import create_app
 
             seeded = common.seed(create_app(config), self.bucket)
             self.server = common.start_gunicorn(config, workers=1, threads=8, logdir=self.work)
@@ -300,7 +300,8 @@ def main(argv: list[str] | None = None) -> int:
                 up[method].append(bench.upload(method))
                 if method in METHODS:
                     down[method].append(bench.download(method))
-        s3_name = "Ceph RGW " + ceph_version() if args.s3 == "ceph" else f"moto {common.package_versions('moto')['moto']}"
+        s3_name = ("Ceph RGW " + ceph_version() if args.s3 == "ceph"
+                   else f"moto {common.package_versions('moto')['moto']}")
         payload = bench.payload
     finally:
         bench.close()
@@ -360,8 +361,9 @@ def report(args, s3_name: str, rows: dict, floors: dict, algorithms: list[str], 
         print(f"TARGET upload throughput >= 1.2x aws-cli: {speed:.2f}x {'PASS' if speed >= 1.2 else 'FAIL'}")
         print(f"TARGET upload CPU/GiB <= 0.5x aws-cli: {cpu:.2f}x {'PASS' if cpu <= 0.5 else 'FAIL'}")
     for direction, p in payload.items():
-        print(f"app during a {args.size_mib} MiB {direction}: {p['requests']} requests, {p['request_body_bytes']:,} bytes "
-              f"received, {p['response_body_bytes']:,} bytes sent; payload (non-JSON) bytes: "
+        print(f"app during a {args.size_mib} MiB {direction}: {p['requests']} requests, "
+              f"{p['request_body_bytes']:,} bytes received, {p['response_body_bytes']:,} bytes sent; "
+              f"payload (non-JSON) bytes: "
               f"{p['non_json_request_body_bytes'] + p['non_json_response_body_bytes']}")
 
 

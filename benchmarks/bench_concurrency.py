@@ -5,7 +5,7 @@ Run::
     .venv/bin/python benchmarks/bench_concurrency.py [--clients 50] [--uploads 6] [--workers 8]
         [--parts 4] [--pg URI] [--json FILE]
 
-The demo app under gunicorn (``--workers`` sync workers), PostgreSQL (a
+The API app (oarepo_s3.app) under gunicorn (``--workers`` sync workers), PostgreSQL (a
 fresh database) and moto's S3 server in its own process. ``--clients``
 users, each with a personal token and a draft of their own, upload at the
 same time from as many threads; each upload is the real sequence:
@@ -38,8 +38,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import common  # noqa: E402
-from common import median, percentile  # noqa: E402
+from datetime import UTC
+
+import common
+from common import median, percentile
 
 PART = 1024
 ENDPOINTS = ("init", "sign", "s3 put", "complete")
@@ -47,7 +49,7 @@ ENDPOINTS = ("init", "sign", "s3 put", "complete")
 
 def seed_users(app, count: int) -> list[tuple[str, str]]:
     """``count`` users with a token and a draft each: [(token, draft pid)]."""
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from invenio_accounts.utils import hash_password
     from invenio_db import db
@@ -62,7 +64,7 @@ def seed_users(app, count: int) -> list[tuple[str, str]]:
         for i in range(count):
             user = datastore.create_user(email=f"client{i}@example.org", password=password, active=True)
             db.session.flush()
-            user.confirmed_at = datetime.now(timezone.utc)
+            user.confirmed_at = datetime.now(UTC)
             token = Token.create_personal(f"client {i}", user.id, scopes=[], is_internal=False)
             db.session.commit()
             out.append((token.access_token, create_draft(user.id, {"title": f"client {i}"}).pid_value))
@@ -99,7 +101,8 @@ class Client(threading.Thread):
         self.count += 1
         key = f"c{self.index}-{self.count}.bin"
         body = {"key": key, "size": self.parts * PART, "part_size": PART}
-        answer = self.call("init", self.api, "POST", f"{self.base}/files/?multipart=True", 201, record, json=body).json()
+        answer = self.call("init", self.api, "POST", f"{self.base}/files/?multipart=True", 201, record,
+                           json=body).json()
         signed = self.call("sign", self.api, "POST", answer["links"]["sign"], 200, record,
                            json={"parts": list(range(1, self.parts + 1))}).json()
         etags = []
@@ -143,7 +146,7 @@ def main(argv: list[str] | None = None) -> None:
         bucket = common.new_bucket(s3)
         config = common.app_config(db_uri, s3, OAREPO_S3_MIN_PART_SIZE=PART, OAREPO_S3_SIGN_RATE_LIMIT=None,
                                    SQLALCHEMY_ENGINE_OPTIONS={"pool_size": 5, "max_overflow": 5})
-        from demo.app import create_app
+        from oarepo_s3.app import create_app
 
         app = create_app(config)
         common.seed(app, bucket)

@@ -30,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "client"))
 
-from oarepo_s3_client.localfile import FileReader  # noqa: E402
+from oarepo_s3_client.localfile import FileReader
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB

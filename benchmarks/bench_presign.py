@@ -52,8 +52,9 @@ from invenio_s3.storage import S3FSFileStorage
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import common  # noqa: E402
-from oarepo_s3.presign import SigV4Presigner  # noqa: E402
+import common
+
+from oarepo_s3.presign import SigV4Presigner
 
 ENDPOINT = "http://127.0.0.1:9"
 REGION = "us-east-1"

@@ -17,7 +17,7 @@ and server noise):
 Everything runs in this process: moto's S3 server in a thread on 127.0.0.1
 (real HTTP for the S3 control calls), SQLite in a temporary directory (or the
 PostgreSQL database given with ``--db``; it must not hold this app's tables
-yet, and they are dropped at the end), the demo app with a user and a personal
+yet, and they are dropped at the end), the API app (oarepo_s3.app) with a user and a personal
 OAuth2 token (``Authorization: Bearer``) and a draft.
 
 **Attribution.** During an *instrumented* request, timing wrappers charge
@@ -68,37 +68,37 @@ import os
 # moto reads this at import time: keep S3's real 5 MiB minimum part size.
 os.environ["S3_UPLOAD_PART_MIN_SIZE"] = str(5 * 1024 * 1024)
 
-import argparse  # noqa: E402
-import base64  # noqa: E402
-import collections  # noqa: E402
-import functools  # noqa: E402
-import gc  # noqa: E402
-import hashlib  # noqa: E402
-import json  # noqa: E402
-import logging  # noqa: E402
-import platform  # noqa: E402
-import shutil  # noqa: E402
-import sqlite3  # noqa: E402
-import statistics  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
-import uuid  # noqa: E402
-import warnings  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-from datetime import datetime, timezone  # noqa: E402
-from importlib.metadata import version  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import base64
+import collections
+import functools
+import gc
+import hashlib
+import json
+import logging
+import platform
+import shutil
+import sqlite3
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import uuid
+import warnings
+from collections.abc import Callable
+from datetime import UTC, datetime
+from importlib.metadata import version
+from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import boto3  # noqa: E402
-import sqlalchemy as sa  # noqa: E402
-import webargs.core  # noqa: E402
-from moto.server import ThreadedMotoServer  # noqa: E402
-from sqlalchemy.orm import Session, SessionTransaction  # noqa: E402
-from sqlalchemy.pool import NullPool  # noqa: E402
+import boto3
+import sqlalchemy as sa
+import webargs.core
+from moto.server import ThreadedMotoServer
+from sqlalchemy.orm import Session, SessionTransaction
+from sqlalchemy.pool import NullPool
 
 MiB = 1024 * 1024
 INIT_PARTS = 10_000
@@ -112,7 +112,11 @@ CONTENT_MD5 = {n: base64.b64encode(hashlib.md5(str(n).encode()).digest()).decode
 """A Content-MD5 (base64) for each re-signed part, for ``sign+MD5``."""
 
 OPERATIONS = ("init", "sign", "sign_md5")
-LABELS = {"init": f"init {INIT_PARTS:,} parts", "sign": f"sign {SIGN_PARTS:,} parts", "sign_md5": f"sign {SIGN_PARTS:,} + MD5"}
+LABELS = {
+    "init": f"init {INIT_PARTS:,} parts",
+    "sign": f"sign {SIGN_PARTS:,} parts",
+    "sign_md5": f"sign {SIGN_PARTS:,} + MD5",
+}
 
 CATEGORIES = ("s3", "sql", "orm", "sign", "json", "parse", "hooks", "sign_prep")
 """Attribution categories; ``sql`` is the DB column, ``parse``/``hooks``/``sign_prep`` are parts of "other"."""
@@ -291,7 +295,8 @@ class Database:
                 conn.exec_driver_sql(f'CREATE DATABASE "{name}" TEMPLATE "{self.url.database}"')
         except sa.exc.SQLAlchemyError as e:
             reason = " ".join(str(e.orig or e).split())
-            self.copy_note = f"no DB replay: PostgreSQL could not copy the database ({type(e.orig or e).__name__}: {reason})"
+            self.copy_note = ("no DB replay: PostgreSQL could not copy the database "
+                              f"({type(e.orig or e).__name__}: {reason})")
             return None
         finally:
             warm_up_connection(engine)
@@ -388,7 +393,7 @@ class Bench:
             region_name=REGION,
         ).create_bucket(Bucket=BUCKET)
 
-        from demo.app import create_app
+        from oarepo_s3.app import create_app
 
         self.app = create_app(
             {
@@ -434,7 +439,7 @@ class Bench:
             datastore = self.app.extensions["security"].datastore
             user = datastore.create_user(email="bench@example.org", password=hash_password("bench pw"), active=True)
             db.session.flush()
-            user.confirmed_at = datetime.now(timezone.utc)
+            user.confirmed_at = datetime.now(UTC)
             token = Token.create_personal("bench", user.id, scopes=[], is_internal=False)
             db.session.commit()
             self.token = token.access_token
@@ -532,7 +537,9 @@ class Bench:
                 raise SystemExit(f"init answered {len(urls)} part URLs, expected {INIT_PARTS}")
         elif len(body["parts"]) != SIGN_PARTS:
             raise SystemExit(f"sign answered {len(body['parts'])} URLs, expected {SIGN_PARTS}")
-        elif operation == "sign_md5" and not all("Content-MD5" in p["url"] or "content-md5" in p["url"] for p in body["parts"]):
+        elif operation == "sign_md5" and not all(
+            "Content-MD5" in p["url"] or "content-md5" in p["url"] for p in body["parts"]
+        ):
             raise SystemExit("sign with content_md5 answered URLs that do not sign Content-MD5")
 
     # standalone components
@@ -767,7 +774,8 @@ def report(bench: Bench, results: dict[str, list[dict]], repeat: int) -> dict:
         signed = c.get("urls signed", 0)
         parts = INIT_PARTS if op == "init" else SIGN_PARTS
         if signed > parts:
-            print(f"    NOTE: {signed:,} URLs signed for {parts:,} parts: each part URL is signed {signed / parts:.1f} times")
+            print(f"    NOTE: {signed:,} URLs signed for {parts:,} parts: "
+                  f"each part URL is signed {signed / parts:.1f} times")
 
     print("\nstandalone components (outside any request, medians):")
     rows = [
@@ -812,7 +820,9 @@ def report(bench: Bench, results: dict[str, list[dict]], repeat: int) -> dict:
         "cpus": os.cpu_count(),
         "versions": {
             pkg: version(pkg)
-            for pkg in ("flask", "sqlalchemy", "boto3", "botocore", "moto", "invenio-files-rest", "invenio-records-files")
+            for pkg in (
+                "flask", "sqlalchemy", "boto3", "botocore", "moto", "invenio-files-rest", "invenio-records-files"
+            )
         },
         "operations": {
             op: {**b, "counts": bench.facts[op]["counts"], "response_bytes": bench.facts[op]["response_bytes"]}
@@ -837,7 +847,8 @@ def finite(value):
 def main(argv: list[str] | None = None) -> None:
     """Parse arguments, set up, measure, report."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--repeat", type=int, default=5, help="runs of each measurement; medians are reported (default 5)")
+    parser.add_argument("--repeat", type=int, default=5,
+                        help="runs of each measurement; medians are reported (default 5)")
     parser.add_argument(
         "--db",
         default="sqlite",

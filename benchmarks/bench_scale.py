@@ -5,7 +5,7 @@ Run::
     .venv/bin/python benchmarks/bench_scale.py [--parts 10,1000,10000] [--files 10,100,1000]
         [--repeat 5] [--pg URI] [--json FILE]
 
-Real HTTP: the demo app under gunicorn (one worker, four threads), on
+Real HTTP: the API app (oarepo_s3.app) under gunicorn (one worker, four threads), on
 PostgreSQL (a fresh database) and moto's S3 server in its own process. Parts
 are 1 KiB (moto's and the app's minimum part size are lowered to 1 KiB for
 this benchmark, so that 10,000 parts fit in 10 MiB; S3's own minimum is
@@ -37,8 +37,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import common  # noqa: E402
-from common import median  # noqa: E402
+import common
+from common import median
 
 KiB = 1024
 PART = KiB
@@ -57,7 +57,7 @@ class Scale:
             db_uri = self.pg.database("bench_scale")
             bucket = common.new_bucket(self.s3)
             config = common.app_config(db_uri, self.s3, OAREPO_S3_MIN_PART_SIZE=PART, OAREPO_S3_SIGN_RATE_LIMIT=None)
-            from demo.app import create_app
+            from oarepo_s3.app import create_app
 
             self.app = create_app(config)
             self.seeded = common.seed(self.app, bucket)
@@ -126,7 +126,7 @@ def runs_of(scale: Scale, op: str, parts: int, repeat: int, pool: ThreadPoolExec
     """One warm-up and ``repeat`` timed runs of an operation at a part count."""
     samples = []
     if op == "init":
-        for i in range(repeat + 1):
+        for _ in range(repeat + 1):
             answer, sample = scale.init(parts)
             if len(answer["multipart_upload"]["parts_url"]) != parts:
                 raise SystemExit(f"init answered {len(answer['multipart_upload']['parts_url'])} URLs, not {parts}")
@@ -134,15 +134,16 @@ def runs_of(scale: Scale, op: str, parts: int, repeat: int, pool: ThreadPoolExec
             samples.append(sample)
     elif op == "re-sign":
         answer, _ = scale.init(parts)
-        for i in range(repeat + 1):
-            signed, sample = scale.timed("POST", answer["links"]["sign"], 200, json={"parts": list(range(1, parts + 1))})
+        for _ in range(repeat + 1):
+            signed, sample = scale.timed("POST", answer["links"]["sign"], 200,
+                                         json={"parts": list(range(1, parts + 1))})
             if len(signed["parts"]) != parts:
                 raise SystemExit(f"re-sign answered {len(signed['parts'])} URLs, not {parts}")
             samples.append(sample)
         scale.delete(answer)
     elif op == "complete":
         runs = min(repeat, 3) if parts >= 10_000 else repeat
-        for i in range(runs + (0 if parts >= 10_000 else 1)):
+        for _ in range(runs + (0 if parts >= 10_000 else 1)):
             answer, _ = scale.init(parts)
             uploaded = scale.put_parts(answer, pool)
             done, sample = scale.complete(answer, uploaded)
@@ -217,7 +218,8 @@ def main(argv: list[str] | None = None) -> None:
         scale.close()
 
     print(f"\nREST requests over HTTP (gunicorn, 1 worker; PostgreSQL; moto), median of {args.repeat} runs, ms")
-    print(f"{'operation':<10}{'parts/files':>12}{'median ms':>11}{'app CPU':>9}{'DB CPU':>8}{'S3 CPU':>8}{'answer KB':>11}")
+    print(f"{'operation':<10}{'parts/files':>12}{'median ms':>11}"
+          f"{'app CPU':>9}{'DB CPU':>8}{'S3 CPU':>8}{'answer KB':>11}")
     rows = [(op, n, r) for op, by in results["parts"].items() for n, r in by.items()]
     rows += [("list", n, r) for n, r in results["files"].items()]
     for op, n, r in rows:

@@ -28,7 +28,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -336,7 +336,7 @@ def postmaster_pid(uri: str) -> int | None:
 
 
 def app_config(db_uri: str, s3: S3Server, **extra) -> dict:
-    """The demo app's configuration for a benchmark (the settings a deployment would set)."""
+    """The API app's configuration for a benchmark (the settings a deployment would set)."""
     return {
         "SECRET_KEY": "bench-secret",
         "SQLALCHEMY_DATABASE_URI": db_uri,
@@ -379,7 +379,7 @@ def seed(app, bucket: str) -> dict:
             email="bench@example.org", password=hash_password("bench password"), active=True
         )
         db.session.flush()
-        user.confirmed_at = datetime.now(timezone.utc)
+        user.confirmed_at = datetime.now(UTC)
         token = Token.create_personal("bench", user.id, scopes=[], is_internal=False)
         db.session.commit()
         info = {"token": token.access_token, "user_id": user.id}
@@ -437,7 +437,7 @@ class AppServer:
 
 
 def start_gunicorn(config: dict, workers: int = 1, threads: int = 1, logdir: Path | None = None) -> AppServer:
-    """Serve the demo app with ``config`` under gunicorn; returns once every worker answers."""
+    """Serve the API app (oarepo_s3.app) with ``config`` under gunicorn; returns once every worker answers."""
     import requests
 
     port = free_ports()[0]
@@ -527,7 +527,7 @@ def machine_facts() -> dict:
     except FileNotFoundError:
         pass
     return {
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "cpus": os.cpu_count(),
         "cpu_model": cpu_model(),
         "memory_gib": round(mem / GiB, 1),

@@ -8,8 +8,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
+import matplotlib.pyplot as plt
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 PLAIN = FuncFormatter(lambda value, _: f"{value:,.0f}" if value >= 100 else f"{value:.3g}")
 
@@ -43,9 +43,9 @@ def presign(data: dict, path: Path) -> Path:
     ax.set_xscale("log")
     ax.set_xlabel("µs per UploadPart URL (log scale, lower is better)")
     ax.set_title(f"Presigning {data['parts']:,} part URLs (median of {data['repeat']})")
-    for bar, value, name in zip(bars, values, names):
-        ax.text(value * 1.1, bar.get_y() + bar.get_height() / 2, f"{value:.2f} µs ({methods[name]['ratio_vs_ours']:.0f}x)",
-                va="center", fontsize=8)
+    for bar, value, name in zip(bars, values, names, strict=True):
+        ax.text(value * 1.1, bar.get_y() + bar.get_height() / 2,
+                f"{value:.2f} µs ({methods[name]['ratio_vs_ours']:.0f}x)", va="center", fontsize=8)
     ax.set_xlim(right=max(values) * 12)
     ax.invert_yaxis()
     return _save(fig, path)
@@ -94,7 +94,7 @@ def client(data_by_s3: dict[str, dict], path: Path) -> Path:
                 values = [data["results"][d][method][field] for d in directions]
                 xs = [j + (i - (len(methods) - 1) / 2) * width for j in range(len(directions))]
                 bars = ax.bar(xs, values, width, label=method, color=COLORS.get(method))
-                for bar, value in zip(bars, values):
+                for bar, value in zip(bars, values, strict=True):
                     ax.text(bar.get_x() + bar.get_width() / 2, value, f"{value:.0f}" if value >= 10 else f"{value:.2f}",
                             ha="center", va="bottom", fontsize=7)
             ax.set_xticks(range(len(directions)), directions)
@@ -129,13 +129,13 @@ def cleanup(rows_by_db: dict[str, list[dict]], path: Path) -> Path:
     for db, rows in rows_by_db.items():
         for r in rows:
             labels.append(f"{db}\n{r['count']:,}")
-            for (name, values), field in zip(parts.items(), fields):
+            for (_, values), field in zip(parts.items(), fields, strict=True):
                 values.append(r[field] / r["count"] * 1e3)
     fig, ax = plt.subplots(figsize=(7, 3.6))
     bottom = [0.0] * len(labels)
     for name, values in parts.items():
         ax.bar(labels, values, 0.6, bottom=bottom, label=name)
-        bottom = [b + v for b, v in zip(bottom, values)]
+        bottom = [b + v for b, v in zip(bottom, values, strict=True)]
     ax.set_ylabel("ms per expired session")
     ax.set_title("Expiry cleanup: time per session", fontsize=9)
     ax.legend(fontsize=7)

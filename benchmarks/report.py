@@ -20,8 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import common  # noqa: E402
-import plots  # noqa: E402
+import common
+import plots
 
 GiB = common.GiB
 
@@ -92,14 +92,14 @@ class Report:
         self.add("## REST requests vs part count and file count", "")
         if not d:
             return self.add("Not run.", "")
-        self.add(f"`benchmarks/bench_scale.py`: real HTTP to the demo app under {d['server']}, PostgreSQL, moto "
+        self.add(f"`benchmarks/bench_scale.py`: real HTTP to the API app under {d['server']}, PostgreSQL, moto "
                  f"(own process); parts of {d['part_size']} bytes (moto's and the app's minimum part size lowered so "
                  f"that 10,000 parts fit in memory). Client-side wall time with the body read; median of "
                  f"{d['repeat']} runs after a warm-up (complete at 10,000 parts: at most 3 runs). CPU columns: what "
                  "the app, PostgreSQL and moto spent during the request, from `/proc` (10 ms ticks, so small values "
                  "are coarse).", "",
-                 "| request | parts / files | median ms | µs per part / file | app CPU ms | DB CPU ms | S3 (moto) CPU ms "
-                 "| answer KB |", "|---|---:|---:|---:|---:|---:|---:|---:|")
+                 "| request | parts / files | median ms | µs per part / file | app CPU ms | DB CPU ms "
+                 "| S3 (moto) CPU ms | answer KB |", "|---|---:|---:|---:|---:|---:|---:|---:|")
         rows = [(op, int(n), r) for op, by in d["parts"].items() for n, r in by.items()]
         rows += [("list (`GET files/`)", int(n), r) for n, r in d["files"].items()]
         for op, n, r in rows:
@@ -141,8 +141,8 @@ class Report:
                  "botocore signs each part's SHA-256 as its payload hash, so they hash every byte too.", "")
         for s3, d in runs.items():
             self.add(f"### {d['s3']}", "",
-                     "| | wall s | MB/s | client CPU s/GiB | S3 server CPU s/GiB | machine busy, cores | vs aws-cli: speed "
-                     "| vs aws-cli: CPU |",
+                     "| | wall s | MB/s | client CPU s/GiB | S3 server CPU s/GiB | machine busy, cores "
+                     "| vs aws-cli: speed | vs aws-cli: CPU |",
                      "|---|---:|---:|---:|---:|---:|---:|---:|")
             for direction, by in d["results"].items():
                 aws = by["aws-cli"]
@@ -152,7 +152,8 @@ class Report:
                 self.client_row("upload oarepo-s3 `--no-zero-copy`", d["upload_without_sendfile"],
                                 d["results"]["upload"]["aws-cli"], d["machine"]["cpus"])
             for name, floor in self.hash_floors(d).items():
-                self.add(f"| {dict(md5='MD5', sha256='SHA-256').get(name, name)} alone (hashlib) | | | {floor:.2f} | | | | |")
+                self.add(f"| {dict(md5='MD5', sha256='SHA-256').get(name, name)} alone (hashlib) "
+                         f"| | | {floor:.2f} | | | | |")
             for direction, by in d["results"].items():
                 speeds = [r["throughput_mb_s"] for r in by.values()]
                 ours = by["oarepo-s3"]
@@ -161,7 +162,8 @@ class Report:
                     self.add("", f"All three {direction}s ran at the same speed within "
                              f"{100 * (max(speeds) / min(speeds) - 1):.0f}%, with the S3 server keeping "
                              f"{server:.2f} cores busy: the server, not the clients, set the pace.")
-            self.add("", f"`oarepo-s3` had S3 verify its parts with {', '.join(d.get('checksum_algorithms') or ['md5'])}"
+            self.add("", "`oarepo-s3` had S3 verify its parts with "
+                     f"{', '.join(d.get('checksum_algorithms') or ['md5'])}"
                      " (its `--checksum` default), and sent them with `os.sendfile` (the `--no-zero-copy` row sends "
                      "them through requests instead).", "")
             self.client_targets(s3, d)
@@ -247,7 +249,7 @@ class Report:
                  "| S3 | transfer | file bytes | app requests | request bytes declared | bytes read | bytes sent | "
                  "payload bytes |",
                  "|---|---|---:|---:|---:|---:|---:|---:|")
-        for s3, d in runs.items():
+        for _, d in runs.items():
             for direction, p in d["payload"].items():
                 payload = p["non_json_request_body_bytes"] + p["non_json_response_body_bytes"]
                 self.add(f"| {d['s3']} | {direction} | {d['size_mib'] * common.MiB:,} | {p['requests']} | "
@@ -322,9 +324,9 @@ class Report:
         for db, d in runs.items():
             for r in d["rows"]:
                 if r.get("sql_slowest"):
-                    self.add(f"- {db}, {r['count']:,} sessions, the statements that took longest (per session): " + "; ".join(
-                        f"`{x['statement']}` x{x['per_session']:g}, {x['ms_per_session']:.2f} ms"
-                        for x in r["sql_slowest"]))
+                    self.add(f"- {db}, {r['count']:,} sessions, the statements that took longest (per session): "
+                             + "; ".join(f"`{x['statement']}` x{x['per_session']:g}, {x['ms_per_session']:.2f} ms"
+                                         for x in r["sql_slowest"]))
         self.add("")
         self.image(plots.cleanup({db: d["rows"] for db, d in runs.items()}, self.images / "perf-cleanup.png"),
                    "cleanup time per session")
@@ -338,7 +340,8 @@ class Report:
         self.add("Each session is expired in its own short transaction (claim with `FOR UPDATE SKIP LOCKED`, abort "
                  "in S3, remove the pending ObjectVersion and FileInstance, give the bucket its size back, mark the "
                  f"session): one S3 call, {statements:g} SQL statements and one commit per session, so the time "
-                 "per session should not grow with the backlog, and memory should stay flat (see the table). \"rest\" is Python in the cleanup's process: "
+                 "per session should not grow with the backlog, and memory should stay flat (see the table). "
+                 "\"rest\" is Python in the cleanup's process: "
                  "SQLAlchemy's ORM (lazy loads, flushes) and files-rest's model code around those statements, and "
                  "botocore. moto answers every request with `Connection: close`, so each abort also opens a new TCP "
                  "connection; a real S3 keeps connections alive.", "")
@@ -387,7 +390,8 @@ class Report:
                  "## Reproduce", "",
                  "```bash",
                  "./run-benchmarks.sh                 # everything, ~20 min on 2 cores; rewrites this page",
-                 "./run-benchmarks.sh --quick         # small sizes, a few minutes; report in benchmarks/results/quick/",
+                 "./run-benchmarks.sh --quick         # small sizes, a few minutes; "
+                 "report in benchmarks/results/quick/",
                  "./run-benchmarks.sh --only presign,client",
                  "```", "",
                  "Each `benchmarks/bench_*.py` also runs alone (`--help`); raw numbers, every run included, are in "

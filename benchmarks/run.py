@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import common  # noqa: E402
+import common
 
 HERE = Path(__file__).resolve().parent
 BENCHMARKS = ("presign", "scale", "concurrency", "client", "cleanup")

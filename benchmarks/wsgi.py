@@ -1,4 +1,4 @@
-"""WSGI entry of the benchmarks: the demo app, configured from the environment, with byte counters.
+"""WSGI entry of the benchmarks: the API app (oarepo_s3.app), configured from the environment, with byte counters.
 
 gunicorn imports ``wsgi:app`` (``--chdir benchmarks``) in every worker; the
 configuration is the JSON in ``OAREPO_S3_BENCH_CONFIG``. The database must
@@ -25,11 +25,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import quiet  # noqa: E402
+from common import quiet
 
 quiet()
 
-from demo.app import create_app  # noqa: E402
+from oarepo_s3.app import create_app  # noqa: E402
 
 
 class ByteCounter:

@@ -18,27 +18,26 @@ from __future__ import annotations
 import enum
 import mimetypes
 import re
+from collections.abc import Mapping
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import current_app
 
 from .errors import InvalidUploadRequest
 from .sizes import PartLimits, choose_part_size, part_count
 
+if TYPE_CHECKING:
+    from .results import UploadSession
 
-class MultipartUploadStatus(str, enum.Enum):
+
+class MultipartUploadStatus(enum.StrEnum):
     """Lifecycle of an upload: ``in_progress`` then exactly one terminal state."""
 
     IN_PROGRESS = "in_progress"
     COMPLETE = "complete"
     ABORTED = "aborted"
     EXPIRED = "expired"
-
-    @property
-    def is_terminal(self) -> bool:
-        """A terminal state never changes again."""
-        return self is not MultipartUploadStatus.IN_PROGRESS
 
 
 MAX_KEY_BYTES = 1024
@@ -120,7 +119,7 @@ def validate_expires(expires: Any, minimum: timedelta, maximum: timedelta) -> ti
     return value
 
 
-def part_limits_from_config(config) -> PartLimits:
+def part_limits_from_config(config: Mapping[str, Any]) -> PartLimits:
     """Read the part bounds of the current app."""
     return PartLimits(
         min_part_size=config["OAREPO_S3_MIN_PART_SIZE"],
@@ -186,8 +185,8 @@ class MultipartUpload:
         self.complete_url = complete_url
         self.abort_url = abort_url
         self.owner_id = owner_id
-        self.session: dict[str, Any] | None = None
-        """Filled by the storage once the upload exists in S3 (see :mod:`oarepo_s3.service`)."""
+        self.session: UploadSession | None = None
+        """Set once the upload exists in S3: a read-only mapping (see :mod:`oarepo_s3.results`)."""
 
     @property
     def chunk_size(self) -> int:

@@ -4,22 +4,19 @@
 ``expires`` has passed are expired one at a time, oldest first, each in its
 own short transaction:
 
-1. claim the next one: ``SELECT ... WHERE status = 'in_progress' AND
-   expires < :now ORDER BY expires, id LIMIT 1 FOR UPDATE SKIP LOCKED``.
-   On PostgreSQL the row lock makes the claim exclusive: a second worker
-   skips the row and takes the next one, so no session is handled twice.
-   SQLite has no row locks (it ignores ``FOR UPDATE``) but serialises
-   writers: the claim starts with a write that changes nothing, which takes
-   SQLite's database write lock before the status is read, so the status
-   cannot go stale before the commit (another worker waits, then no longer
-   sees the row as in progress);
-2. :func:`oarepo_s3.service.expire_upload` re-reads the row under that lock,
-   refuses anything not in progress (a completed file is never touched),
-   aborts the S3 upload (``NoSuchUpload``: already gone, fine; any other S3
-   error leaves the session in progress and the transaction is rolled
-   back), removes the pending ObjectVersion and FileInstance (the bucket's
-   size gives the reservation back), marks the session ``expired`` and
-   commits;
+1. find the next one: ``SELECT ... WHERE status = 'in_progress' AND
+   expires < :now ORDER BY expires, id LIMIT 1``, past the cursor;
+2. :func:`oarepo_s3.service.expire_upload` locks its bucket (waiting at
+   most ``OAREPO_S3_CLEANUP_LOCK_TIMEOUT``: workers on one bucket take
+   turns, a long request makes the run pass the session over), then the
+   row with ``SKIP LOCKED``, so no session is handled twice. SQLite has no row
+   locks but serialises writers (the service takes its write lock first).
+   Under the locks it refuses anything not in progress (a completed file
+   is never touched), aborts the S3 upload (``NoSuchUpload``: already
+   gone, fine; any other S3 error leaves the session in progress and the
+   transaction is rolled back), removes the pending version and
+   FileInstance (the bucket's size gives the reservation back), marks the
+   session ``expired`` and commits;
 3. :data:`oarepo_s3.signals.upload_expired` is sent after that commit.
 
 One row per transaction holds a lock only for one S3 call. A keyset cursor
@@ -50,6 +47,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from itertools import islice
+from typing import Any, cast
 
 import sqlalchemy as sa
 from flask import current_app
@@ -58,11 +56,11 @@ from invenio_files_rest.models import Location
 from sqlalchemy.exc import SQLAlchemyError
 
 from .api import MultipartUploadStatus
-from .errors import OARepoS3Error, S3Error, S3Unavailable
+from .errors import OARepoS3Error, S3Error, S3Unavailable, UploadNotFound, UploadStateConflict
 from .models import MultipartUploadSession, utcnow
 from .proxies import current_oarepo_s3
-from .s3 import PendingUpload
-from .service import expire_upload
+from .s3 import PendingUpload, S3Client
+from .service import atomic, expire_upload
 from .signals import upload_expired
 
 log = logging.getLogger(__name__)
@@ -177,72 +175,66 @@ def expire_uploads(
 ) -> Iterator[ExpiredUpload | CleanupFailure]:
     """Expire in-progress sessions whose time is up, oldest first; yield what happened.
 
-    Each session is claimed, expired and committed in its own transaction
-    (see the module's description); run it from any number of workers at
-    once. Whatever the caller's session holds is committed first.
+    Each session is expired and committed in its own transaction by
+    :func:`oarepo_s3.service.expire_upload`, which takes the bucket's lock
+    (waiting at most ``OAREPO_S3_CLEANUP_LOCK_TIMEOUT``), then the
+    session's (not waiting): a session a request holds is passed over until
+    the next run. Run it from any number of workers at once.
 
-    :param limit: most sessions to claim (default ``OAREPO_S3_CLEANUP_LIMIT``).
-    :param dry_run: lock and change nothing; yield the sessions that would be expired.
+    :param limit: most sessions to look at (default ``OAREPO_S3_CLEANUP_LIMIT``).
+    :param dry_run: change nothing; yield the sessions that would be expired.
     :param now: expire sessions whose ``expires`` is before this (default: the start of the run).
     """
     if limit is None:
         limit = current_app.config["OAREPO_S3_CLEANUP_LIMIT"]
     now = now or utcnow()
+    lock_timeout = as_timedelta(current_app.config["OAREPO_S3_CLEANUP_LOCK_TIMEOUT"]).total_seconds()
     after: tuple[datetime, uuid.UUID] | None = None
-    db.session.commit()
     for _ in range(limit):
         try:
-            row = _next_expired(now, after, lock=not dry_run)
+            with atomic():
+                row = _next_expired(now, after)
+                info = None if row is None else _describe(row)
         except SQLAlchemyError as e:
-            db.session.rollback()
-            yield CleanupFailure("claiming the next expired upload", str(e), unavailable=False)
+            yield CleanupFailure("finding the next expired upload", str(e), unavailable=False)
             return
-        if row is None:
-            db.session.rollback()
+        if info is None:
             return
-        after = (row.expires, row.id)
-        info = _describe(row)
+        after = (info.expires, info.id)
         if dry_run:
-            db.session.rollback()
             yield info
             continue
         try:
-            expire_upload(row)
+            expired = expire_upload(info.id, wait_at_most=lock_timeout)
+        except (UploadNotFound, UploadStateConflict):
+            continue  # completed, aborted or expired since we looked: nothing to do
         except S3Error as e:
-            db.session.rollback()
-            log.warning("could not expire upload %s (S3 keeps it; tried again next run): %s", row.id, e)
+            log.warning("could not expire upload %s (S3 keeps it; tried again next run): %s", info.id, e)
             yield CleanupFailure(f"session {info.id}", str(e), unavailable=isinstance(e, S3Unavailable))
             if isinstance(e, S3Unavailable):
                 return
             continue
         except (OARepoS3Error, SQLAlchemyError) as e:
-            db.session.rollback()
             log.warning("could not expire upload %s: %s", info.id, e)
             yield CleanupFailure(f"session {info.id}", str(e), unavailable=False)
             continue
+        if expired is None:
+            continue  # a request held its bucket or row too long: the next run takes it
         log.info("expired upload %s (%s in bucket %s)", info.id, info.key, info.bucket_id)
         _notify(info)
         yield info
 
 
-def _next_expired(now: datetime, after: tuple[datetime, uuid.UUID] | None, lock: bool):
-    """The oldest expired in-progress session past the cursor, claimed for this transaction."""
+def _next_expired(now: datetime, after: tuple[datetime, uuid.UUID] | None) -> MultipartUploadSession | None:
+    """The oldest expired in-progress session past the cursor (read without a lock)."""
     m = MultipartUploadSession
-    if lock and db.session.get_bind().dialect.name == "sqlite":
-        # No row locks in SQLite: a write that changes nothing takes its database
-        # write lock now, so what we read below stays true until our commit.
-        db.session.execute(
-            sa.update(m).where(sa.false()).values(status=m.status).execution_options(synchronize_session=False)
-        )
     query = sa.select(m).where(m.status == MultipartUploadStatus.IN_PROGRESS, m.expires < now)
     if after is not None:
         expires, row_id = after
         # ">= expires" lets the (status, expires) index bound the scan.
         query = query.where(m.expires >= expires, sa.or_(m.expires > expires, m.id > row_id))
-    query = query.order_by(m.expires, m.id).limit(1)
-    if lock:
-        query = query.with_for_update(skip_locked=True)
-    return db.session.execute(query).scalars().first()
+    row: MultipartUploadSession | None = db.session.execute(query.order_by(m.expires, m.id).limit(1)).scalars().first()
+    return row
 
 
 def _describe(row: MultipartUploadSession) -> ExpiredUpload:
@@ -262,10 +254,9 @@ def _describe(row: MultipartUploadSession) -> ExpiredUpload:
 def _notify(info: ExpiredUpload) -> None:
     """Send :data:`upload_expired`; commit what receivers changed, never fail the cleanup."""
     try:
-        upload_expired.send(current_app._get_current_object(), upload=info)
-        db.session.commit()
+        with atomic():
+            upload_expired.send(cast(Any, current_app)._get_current_object(), upload=info)
     except Exception:
-        db.session.rollback()
         log.exception("an upload_expired receiver failed for upload %s", info.id)
 
 
@@ -299,12 +290,12 @@ def file_key_matcher(prefix: str, dimensions: int, split_length: int) -> Callabl
 def s3_locations() -> list[tuple[str, str]]:
     """``(bucket, key prefix)`` of every ``s3://`` files location, without repeats."""
     targets = set()
-    for (uri,) in db.session.query(Location.uri).filter(Location.uri.like("s3://%")):
-        bucket, _, path = uri[len("s3://"):].partition("/")
-        path = path.strip("/")
-        if bucket:
-            targets.add((bucket, f"{path}/" if path else ""))
-    db.session.commit()
+    with atomic():
+        for (uri,) in db.session.query(Location.uri).filter(Location.uri.like("s3://%")):
+            bucket, _, path = uri[len("s3://"):].partition("/")
+            path = path.strip("/")
+            if bucket:
+                targets.add((bucket, f"{path}/" if path else ""))
     return sorted(targets)
 
 
@@ -349,16 +340,15 @@ def sweep_orphans(
                 return
 
 
-def _abort_orphan(s3, bucket: str, upload: PendingUpload, dry_run: bool) -> OrphanUpload | CleanupFailure:
+def _abort_orphan(s3: S3Client, bucket: str, upload: PendingUpload, dry_run: bool) -> OrphanUpload | CleanupFailure:
     aborted = False
     if not dry_run:
         try:
             aborted = s3.abort_multipart_upload(bucket, upload.key, upload.upload_id)
         except S3Error as e:
             log.warning("could not abort orphaned upload %s of s3://%s/%s: %s", upload.upload_id, bucket, upload.key, e)
-            return CleanupFailure(
-                f"s3://{bucket}/{upload.key} (upload {upload.upload_id})", str(e), unavailable=isinstance(e, S3Unavailable)
-            )
+            return CleanupFailure(f"s3://{bucket}/{upload.key} (upload {upload.upload_id})", str(e),
+                                  unavailable=isinstance(e, S3Unavailable))
         if aborted:
             log.info("aborted orphaned upload %s of s3://%s/%s", upload.upload_id, bucket, upload.key)
     return OrphanUpload(
@@ -372,11 +362,9 @@ def _abort_orphan(s3, bucket: str, upload: PendingUpload, dry_run: bool) -> Orph
 
 def _known_upload_ids(bucket: str, upload_ids: list[str]) -> set[str]:
     m = MultipartUploadSession
-    known = set(
-        db.session.execute(sa.select(m.upload_id).where(m.s3_bucket == bucket, m.upload_id.in_(upload_ids))).scalars()
-    )
-    db.session.commit()
-    return known
+    with atomic():
+        query = sa.select(m.upload_id).where(m.s3_bucket == bucket, m.upload_id.in_(upload_ids))
+        return set(db.session.execute(query).scalars())
 
 
 def _chunks(items: Iterable[PendingUpload], size: int) -> Iterator[list[PendingUpload]]:

@@ -71,7 +71,7 @@ OAREPO_S3_DRAFTS_URL_PREFIX = "/draft/records"
 OAREPO_S3_RECORDS_URL_PREFIX = "/records"
 """Where published records (read-only) are served."""
 
-OAREPO_S3_TRUSTED_ORIGINS = []
+OAREPO_S3_TRUSTED_ORIGINS: list[str] = []
 """Origins besides the app's own from which cookie-authenticated browsers may call the API."""
 
 OAREPO_S3_SIGN_RATE_LIMIT = "3000/minute"
@@ -92,6 +92,14 @@ which counts per process; with several workers use Redis so they share one budge
 
 OAREPO_S3_CLEANUP_LIMIT = 10_000
 """Most expired uploads one cleanup run expires; the rest wait for the next run."""
+
+OAREPO_S3_CLEANUP_LOCK_TIMEOUT = 5
+"""Seconds (or a ``timedelta``) the cleanup waits for a bucket's lock before passing a session over.
+
+Cleanup workers on one bucket take turns (each holds it for one S3 abort);
+a request that holds it longer (a completion of thousands of parts) makes
+the run leave that session to the next run instead of stalling.
+"""
 
 OAREPO_S3_CLEANUP_MAX_RETRIES = 5
 """Times the cleanup task re-runs itself (Celery retry) when S3 failed some uploads."""

@@ -10,23 +10,24 @@ Python callers catch them by type (``InvalidUploadRequest`` is also a
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from invenio_rest.errors import FieldError, RESTException
 
 
-class OARepoS3Error(RESTException):
+class OARepoS3Error(RESTException):  # type: ignore[misc]  # invenio-rest is untyped
     """Base of every error raised by oarepo-s3."""
 
     code = 500
     description = "Multipart upload error."
 
-    def __init__(self, description: str | None = None, *, errors=None, **kwargs):
+    def __init__(self, description: str | None = None, *, errors: list[FieldError] | None = None, **kwargs: Any):
         """Keep the message in ``str(exc)`` as well as in the JSON body."""
         super().__init__(errors=errors, description=description or self.description, **kwargs)
 
     def __str__(self) -> str:
         """Return the human message (werkzeug would prefix the status code)."""
-        return self.description
+        return str(self.description)
 
 
 class InvalidUploadRequest(OARepoS3Error, ValueError):
@@ -171,7 +172,7 @@ class S3Error(OARepoS3Error):
         where = f" at {endpoint}" if endpoint else ""
         super().__init__(f"S3 {operation} failed{where}: {s3_code}: {message}")
 
-    def get_headers(self, environ=None, scope=None):
+    def get_headers(self, environ: Any = None, scope: Any = None) -> list[tuple[str, str]]:
         """Tell clients when to retry."""
         return [*super().get_headers(environ, scope), ("Retry-After", "5")]
 
@@ -194,7 +195,7 @@ class SignRateLimited(OARepoS3Error):
             errors=[FieldError("rate_limit", limit)],
         )
 
-    def get_headers(self, environ=None, scope=None):
+    def get_headers(self, environ: Any = None, scope: Any = None) -> list[tuple[str, str]]:
         """Tell clients when to retry."""
         return [*super().get_headers(environ, scope), ("Retry-After", str(self.retry_after))]
 

@@ -5,10 +5,17 @@ from __future__ import annotations
 import logging
 import re
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 from flask import Flask
 
 from . import config
+from .files import install_session_attribute
+
+if TYPE_CHECKING:
+    from .presign import SigV4Presigner
+    from .ratelimit import SignRateLimiter
+    from .s3 import S3Client
 
 _SECRETS = (
     # flask-oauthlib (invenio-oauth2server) logs "Validate bearer token '<token>'" at DEBUG.
@@ -47,49 +54,39 @@ class _OARepoS3State:
     """Per-app state: the S3 control client and the URL presigner, built on first use."""
 
     def __init__(self, app: Flask):
+        """Remember the app; everything else is built on first use."""
         self.app = app
 
     @cached_property
-    def s3(self):
+    def s3(self) -> S3Client:
         """The :class:`~oarepo_s3.s3.S3Client` for control calls (thread-safe, reused)."""
-        from .s3 import S3Client, build_boto3_client
+        from .s3 import S3Client
 
-        return S3Client(build_boto3_client(self.app.config), tenant=self.app.config.get("S3_TENANT"))
+        return S3Client.from_config(self.app.config)
 
     @cached_property
-    def sign_limiter(self):
+    def sign_limiter(self) -> SignRateLimiter:
         """The :class:`~oarepo_s3.ratelimit.SignRateLimiter` (``OAREPO_S3_SIGN_RATE_LIMIT``)."""
         from .ratelimit import SignRateLimiter
 
         return SignRateLimiter(self.app)
 
     @cached_property
-    def presigner(self):
+    def presigner(self) -> SigV4Presigner:
         """The :class:`~oarepo_s3.presign.SigV4Presigner` for every presigned URL.
 
-        Uses the same endpoint and credentials as :attr:`s3` (falling back to
-        boto3's credential chain when none are configured).
+        Same endpoint, region and credentials as :attr:`s3` (the credentials
+        boto3 resolved: configured keys, else its credential chain).
         """
         from .presign import SigV4Presigner
 
-        import boto3
-
-        client = self.s3.client
-        cfg = self.app.config
-        credentials = (
-            boto3.session.Session(
-                aws_access_key_id=cfg.get("S3_ACCESS_KEY_ID") or None,
-                aws_secret_access_key=cfg.get("S3_SECRET_ACCESS_KEY") or None,
-            )
-            .get_credentials()
-            .get_frozen_credentials()
-        )
+        endpoint, region, credentials = self.s3.signing_identity()
         return SigV4Presigner(
-            endpoint_url=client.meta.endpoint_url,
+            endpoint_url=endpoint,
             access_key=credentials.access_key,
             secret_key=credentials.secret_key,
             session_token=credentials.token,
-            region=client.meta.region_name,
+            region=region,
             addressing_style=self.app.config["OAREPO_S3_ADDRESSING_STYLE"],
         )
 
@@ -106,6 +103,7 @@ class OARepoS3:
         """Register config defaults and the per-app state."""
         self.init_config(app)
         install_log_redaction()
+        install_session_attribute()
         app.extensions["oarepo-s3"] = _OARepoS3State(app)
 
     @staticmethod

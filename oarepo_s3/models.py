@@ -5,15 +5,16 @@ the ObjectVersion/FileInstance is Invenio's view of it, and S3 holds the
 bytes. Rows are never deleted: a finished upload keeps its terminal status
 (``complete``, ``aborted``, ``expired``) for the record.
 
-``ObjectVersion.multipart_upload`` (a backref) leads from a file to its
-session, which is what makes ``record.files[key]["multipart_upload"]`` work.
+``ObjectVersion.upload_session`` (a backref) leads from a file to its row;
+the service turns rows into :class:`~oarepo_s3.results.UploadSession`
+snapshots, which is what ``record.files[key]["multipart_upload"]`` returns
+(see :mod:`oarepo_s3.files`). Rows hold data only: no signing, no S3.
 """
 
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timezone
-from typing import Any
+from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from invenio_db import db
@@ -25,10 +26,10 @@ from .api import MultipartUploadStatus
 
 def utcnow() -> datetime:
     """The current time, timezone-aware UTC (what ``UTCDateTime`` stores)."""
-    return datetime.now(tz=timezone.utc)
+    return datetime.now(tz=UTC)
 
 
-class MultipartUploadSession(db.Model, db.Timestamp):
+class MultipartUploadSession(db.Model, db.Timestamp):  # type: ignore[misc]  # invenio-db is untyped
     """An S3 multipart upload and the file it becomes."""
 
     __tablename__ = "oarepo_s3_multipart_upload"
@@ -83,55 +84,9 @@ class MultipartUploadSession(db.Model, db.Timestamp):
     abort_url = db.Column(db.Text, nullable=True)
 
     object_version = db.relationship(
-        ObjectVersion, backref=db.backref("multipart_upload", uselist=False), foreign_keys=[version_id]
+        ObjectVersion, backref=db.backref("upload_session", uselist=False), foreign_keys=[version_id]
     )
     file = db.relationship(FileInstance, foreign_keys=[file_id])
-
-    @property
-    def is_expired(self) -> bool:
-        """True once the expiry time has passed (whatever the status says)."""
-        return self.expires <= utcnow()
-
-    def as_session(self, parts_url: list[str] | None = None) -> dict[str, Any]:
-        """The session description clients need (the seed's ``MultipartUpload.session``).
-
-        :param parts_url: presigned UploadPart URLs, one per part in order; the
-            service signs them (see :func:`oarepo_s3.service.session_dict`).
-        """
-        session = {
-            "id": str(self.id),
-            "upload_id": self.upload_id,
-            "bucket": self.s3_bucket,
-            "key": self.s3_key,
-            "file_key": self.key,
-            "size": self.size,
-            "content_type": self.content_type,
-            "chunk_size": self.part_size,
-            "num_chunks": self.num_parts,
-            "expires": self.expires.astimezone(timezone.utc).isoformat().replace("+00:00", "Z"),
-            "status": self.status.value,
-            "checksum": self.checksum,
-            "complete_url": self.complete_url,
-            "abort_url": self.abort_url,
-        }
-        if parts_url is not None:
-            session["parts_url"] = parts_url
-        return session
-
-    def __getitem__(self, name: str) -> Any:
-        """Read the session like a dict: ``record.files[key]["multipart_upload"]["upload_id"]``.
-
-        ``parts_url`` is signed afresh on each access (valid until the upload expires).
-        """
-        if name == "parts_url":
-            from .service import sign_all_parts
-
-            return sign_all_parts(self)
-        return self.as_session()[name]
-
-    def keys(self) -> list[str]:
-        """Keys available through ``[]``."""
-        return [*self.as_session().keys(), "parts_url"]
 
     def __repr__(self) -> str:
         """Identify the upload in logs."""

@@ -9,9 +9,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from flask_login import current_user
+from invenio_access.permissions import Permission, superuser_access
+from invenio_access.utils import get_identity
 
 from .errors import NotAuthenticated, PermissionDenied
+
+if TYPE_CHECKING:
+    from .drafts import DraftRecord
 
 
 def is_admin() -> bool:
@@ -20,22 +27,20 @@ def is_admin() -> bool:
     The identity is built from the user (not ``g.identity``), so the answer is
     the same for session and OAuth-token authentication.
     """
-    from invenio_access.permissions import Permission, superuser_access
-    from invenio_access.utils import get_identity
-
     if not current_user or not current_user.is_authenticated:
         return False
-    return Permission(superuser_access).allows(get_identity(current_user._get_current_object()))
+    return bool(Permission(superuser_access).allows(get_identity(current_user._get_current_object())))
 
 
 def require_authenticated() -> int:
     """Return the current user's id. :raises NotAuthenticated: anonymous caller."""
     if not current_user or not current_user.is_authenticated:
         raise NotAuthenticated()
-    return current_user.id
+    user_id: int = current_user.id
+    return user_id
 
 
-def require_draft_owner(record) -> int:
+def require_draft_owner(record: DraftRecord) -> int:
     """Allow owners and admins of ``record``; return the caller's user id.
 
     :raises NotAuthenticated: anonymous caller (401).

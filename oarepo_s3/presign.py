@@ -452,7 +452,7 @@ class SigV4Presigner:
         url_tail = f"&{auth}&X-Amz-SignedHeaders=host{token}&X-Amz-Signature="
 
         inner, outer = day_key.inner, day_key.outer
-        urls = []
+        urls: list[str] = []
         append = urls.append
         for part_number in part_numbers:
             number = _check_part_number(part_number)

@@ -28,7 +28,7 @@ import threading
 import time
 from functools import lru_cache
 
-from flask import current_app, request
+from flask import Flask, current_app, request
 from flask_login import current_user
 from limits import RateLimitItem, parse_many
 from limits.storage import Storage, storage_from_string
@@ -50,7 +50,7 @@ def _parse(limit: str) -> tuple[RateLimitItem, ...]:
 class SignRateLimiter:
     """Per-app counters of signing requests by user (built on first use)."""
 
-    def __init__(self, app):
+    def __init__(self, app: Flask):
         """Remember the app; the storage is opened on first use."""
         self.app = app
         self._lock = threading.Lock()
@@ -68,7 +68,10 @@ class SignRateLimiter:
         uri = self.storage_uri()
         with self._lock:
             if self._storage is None or uri != self._storage_uri:
-                self._storage, self._storage_uri = storage_from_string(uri), uri
+                storage = storage_from_string(uri)
+                if not isinstance(storage, Storage):
+                    raise ValueError(f"OAREPO_S3_SIGN_RATE_LIMIT_STORAGE_URI {uri!r} names an asyncio storage")
+                self._storage, self._storage_uri = storage, uri
             return self._storage
 
     def limits(self) -> tuple[RateLimitItem, ...]:

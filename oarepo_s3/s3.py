@@ -8,7 +8,7 @@ that names the operation, S3's error code and the endpoint.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,15 +18,7 @@ from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionEr
 from botocore.handlers import validate_bucket_name
 
 from .errors import S3Error, S3Unavailable
-
-
-@dataclass(frozen=True, slots=True)
-class UploadedPart:
-    """A part as S3 holds it (from ListParts)."""
-
-    number: int
-    etag: str
-    size: int
+from .results import UploadedPart
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +51,16 @@ def normalize_etag(etag: str | None) -> str:
     return (etag or "").strip().strip('"').lower()
 
 
-def build_boto3_client(config) -> Any:
+def _boto3_session(config: Mapping[str, Any]) -> boto3.session.Session:
+    """A boto3 session with the configured keys (None: boto3's credential chain) and region."""
+    return boto3.session.Session(
+        aws_access_key_id=config.get("S3_ACCESS_KEY_ID") or None,
+        aws_secret_access_key=config.get("S3_SECRET_ACCESS_KEY") or None,
+        region_name=config.get("S3_REGION_NAME") or "us-east-1",
+    )
+
+
+def build_boto3_client(config: Mapping[str, Any], session: boto3.session.Session | None = None) -> Any:
     """Create the boto3 S3 client from invenio-s3's and our settings.
 
     ``request_checksum_calculation``/``response_checksum_validation`` are
@@ -76,12 +77,9 @@ def build_boto3_client(config) -> Any:
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
     )
-    return boto3.session.Session().client(
+    return (session or _boto3_session(config)).client(
         "s3",
         endpoint_url=config.get("S3_ENDPOINT_URL") or None,
-        region_name=config.get("S3_REGION_NAME") or "us-east-1",
-        aws_access_key_id=config.get("S3_ACCESS_KEY_ID") or None,
-        aws_secret_access_key=config.get("S3_SECRET_ACCESS_KEY") or None,
         verify=config.get("S3_CA_BUNDLE") or None,
         config=client_config,
     )
@@ -93,14 +91,37 @@ class S3Client:
     list_page_size: int | None = None
     """MaxParts/MaxUploads per list request; None leaves S3's default (1,000)."""
 
-    def __init__(self, client: Any, tenant: str | None = None):
-        """:param client: a boto3 S3 client. :param tenant: Ceph RGW tenant, or None."""
+    def __init__(self, client: Any, tenant: str | None = None, credentials: Any = None):
+        """:param client: a boto3 S3 client. :param tenant: Ceph RGW tenant, or None.
+
+        :param credentials: the botocore credentials ``client`` signs with (for :meth:`signing_identity`).
+        """
         self.client = client
         self.tenant = tenant
+        self.credentials = credentials
         if tenant:
             # botocore refuses "tenant:bucket" as a bucket name; Ceph RGW needs it.
             client.meta.events.unregister("before-parameter-build.s3", validate_bucket_name)
         self.endpoint = client.meta.endpoint_url
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> S3Client:
+        """The client of an app's config: invenio-s3's ``S3_*`` settings and ours."""
+        session = _boto3_session(config)
+        return cls(build_boto3_client(config, session), tenant=config.get("S3_TENANT"),
+                   credentials=session.get_credentials())
+
+    def signing_identity(self) -> tuple[str, str, Any]:
+        """``(endpoint URL, region, frozen credentials)`` this client signs with, for the URL presigner.
+
+        The credentials are the ones boto3 resolved (configured keys, else
+        its chain: environment, profile, instance role), frozen so that key
+        and secret belong together.
+        """
+        if self.credentials is None:
+            raise S3Error("presign", "NoCredentials", "no S3 credentials are configured or found",
+                          endpoint=self.endpoint)
+        return self.client.meta.endpoint_url, self.client.meta.region_name, self.credentials.get_frozen_credentials()
 
     def bucket_name(self, bucket: str) -> str:
         """The bucket as S3 knows it (``tenant:bucket`` on a multi-tenant Ceph RGW)."""
@@ -112,7 +133,7 @@ class S3Client:
         The lifecycle uses the methods below; admin commands (CORS, bucket checks) use this.
         """
         try:
-            return getattr(self.client, operation)(**params)
+            response: dict[str, Any] = getattr(self.client, operation)(**params)
         except ClientError as e:
             err = e.response.get("Error", {})
             raise S3Error(
@@ -122,12 +143,14 @@ class S3Client:
             raise S3Unavailable(operation, "EndpointConnectionError", str(e), endpoint=self.endpoint) from e
         except BotoCoreError as e:
             raise S3Unavailable(operation, type(e).__name__, str(e), endpoint=self.endpoint) from e
+        return response
 
     def create_multipart_upload(self, bucket: str, key: str, content_type: str) -> str:
         """Start an upload and return its UploadId."""
-        return self.call(
+        upload_id: str = self.call(
             "create_multipart_upload", Bucket=self.bucket_name(bucket), Key=key, ContentType=content_type
         )["UploadId"]
+        return upload_id
 
     def list_parts(self, bucket: str, key: str, upload_id: str) -> list[UploadedPart]:
         """Every part S3 holds for the upload, following all pages (1,000 per page)."""

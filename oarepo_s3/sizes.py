@@ -23,15 +23,6 @@ class PartLimits:
     default_part_size: int = 16 * MiB
 
 
-@dataclass(frozen=True, slots=True)
-class PartSpec:
-    """One part of a planned upload: its 1-based number, byte offset and length."""
-
-    number: int
-    offset: int
-    size: int
-
-
 def part_count(size: int, part_size: int) -> int:
     """Number of parts of ``part_size`` needed for ``size`` bytes (ceil, at least 1)."""
     return max(1, -(-size // part_size))
@@ -70,14 +61,6 @@ def choose_part_size(size: int, requested: int | None, limits: PartLimits) -> in
             f"(at most {limits.max_parts} parts are allowed)",
         )
     return min(part_size, size)
-
-
-def plan_parts(size: int, part_size: int) -> list[PartSpec]:
-    """Split ``size`` bytes into parts of ``part_size`` (the last one may be shorter)."""
-    return [
-        PartSpec(number=i + 1, offset=offset, size=min(part_size, size - offset))
-        for i, offset in enumerate(range(0, size, part_size))
-    ]
 
 
 def expected_part_size(number: int, size: int, part_size: int) -> int:

@@ -5,18 +5,23 @@
 
 from __future__ import annotations
 
-from flask import current_app
+import uuid
+from typing import Any
+
+from flask import Response, current_app
+from invenio_files_rest.models import FileInstance
 from invenio_files_rest.storage import pyfs_storage_factory
 from invenio_s3.helpers import redirect_stream
 from invenio_s3.storage import S3FSFileStorage
 
+from . import service
 from .api import EMPTY_FILE_CHECKSUM, EmptyFile, MultipartUpload
 from .errors import InvalidUploadRequest, UploadPending
 from .proxies import current_oarepo_s3
 from .s3 import split_s3_url
 
 
-class S3FileStorage(S3FSFileStorage):
+class S3FileStorage(S3FSFileStorage):  # type: ignore[misc]  # invenio-s3 is untyped
     """invenio-s3's storage that also accepts a :class:`MultipartUpload` as the stream.
 
     ``save(MultipartUpload)`` starts the S3 multipart upload instead of
@@ -25,52 +30,73 @@ class S3FileStorage(S3FSFileStorage):
     that download URLs are signed by :mod:`oarepo_s3.presign`.
     """
 
-    fileinstance = None
+    fileinstance: FileInstance | None = None
     """The FileInstance this storage serves (set by :func:`s3_storage_factory`)."""
 
-    def save(self, incoming_stream, size_limit=None, size=None, chunk_size=None, progress_callback=None):
-        """Store a stream as invenio-s3 does, start a direct multipart upload, or write an empty file.
+    def save(
+        self,
+        incoming_stream: Any,
+        size_limit: int | None = None,
+        size: int | None = None,
+        chunk_size: int | None = None,
+        progress_callback: Any = None,
+    ) -> tuple[Any, ...]:
+        """Store a stream as invenio-s3 does, or hand a :class:`MultipartUpload` / :class:`EmptyFile` to the service.
 
-        For a :class:`MultipartUpload`, returns ``(uri, size, checksum, readable)``:
-        ``FileInstance.set_contents`` passes it on to ``set_uri``, so the file
-        stays unreadable (pending) instead of being marked readable.
+        For a :class:`MultipartUpload` (the seed's ``record.files[key] = mu``)
+        the service starts the upload in the caller's transaction and
+        ``mu.session`` is set, as the seed API promises. The answer
+        ``(uri, size, checksum, readable)`` makes files-rest's ``set_uri``
+        leave the file unreadable (pending) until the upload is completed.
 
-        :raises InvalidUploadRequest: the declared size exceeds the bucket's limit.
+        :raises InvalidUploadRequest: the declared size exceeds ``size_limit``.
         """
-        if isinstance(incoming_stream, EmptyFile):
-            bucket, key = split_s3_url(self.fileurl)
-            current_oarepo_s3.s3.put_empty_object(bucket, key, incoming_stream.content_type)
-            return self.fileurl, 0, EMPTY_FILE_CHECKSUM, True
-        if not isinstance(incoming_stream, MultipartUpload):
-            return super().save(
-                incoming_stream,
-                size_limit=size_limit,
-                size=size,
-                chunk_size=chunk_size,
-                progress_callback=progress_callback,
-            )
-        mu = incoming_stream
-        if size_limit is not None and mu.size > size_limit:
-            reason = getattr(size_limit, "reason", f"at most {size_limit} bytes")
-            raise InvalidUploadRequest("size", f"exceeds the bucket's limit: {reason}")
-        if self.fileinstance is None:
-            raise RuntimeError("S3FileStorage.save(MultipartUpload) needs the storage from s3_storage_factory")
-        from .service import start_upload
+        if isinstance(incoming_stream, MultipartUpload | EmptyFile):
+            fileinstance, bucket_id = self._target()
+            if isinstance(incoming_stream, EmptyFile):
+                service.create_empty_file(bucket_id, incoming_stream, into=fileinstance, fileurl=self.fileurl)
+                return self.fileurl, 0, EMPTY_FILE_CHECKSUM, True
+            mu = incoming_stream
+            if size_limit is not None and mu.size > size_limit:
+                reason = getattr(size_limit, "reason", f"at most {size_limit} bytes")
+                raise InvalidUploadRequest("size", f"exceeds the bucket's limit: {reason}")
+            mu.session = service.start_upload(bucket_id, mu, into=fileinstance, fileurl=self.fileurl).session
+            return self.fileurl, mu.size, None, False
+        result: tuple[Any, ...] = super().save(
+            incoming_stream,
+            size_limit=size_limit,
+            size=size,
+            chunk_size=chunk_size,
+            progress_callback=progress_callback,
+        )
+        return result
 
-        start_upload(mu, self.fileinstance, self.fileurl)
-        return self.fileurl, mu.size, None, False
+    def _target(self) -> tuple[FileInstance, uuid.UUID]:
+        """The FileInstance this storage serves and the bucket of the version being created for it."""
+        fileinstance = self.fileinstance
+        obj = next(iter(fileinstance.objects), None) if fileinstance is not None else None
+        if fileinstance is None or obj is None:
+            raise RuntimeError("S3FileStorage.save(MultipartUpload) needs the storage of a file version "
+                               "(ObjectVersion.create(bucket, key, stream=...) or record.files[key] = ...)")
+        return fileinstance, obj.bucket_id
+
+    def delete(self) -> bool:
+        """Delete the file's S3 object (through the one S3 boundary, with its tenant and error translation)."""
+        bucket, key = split_s3_url(self.fileurl)
+        current_oarepo_s3.s3.delete_object(bucket, key)
+        return True
 
     def _ensure_completed(self) -> None:
         if self.fileinstance is not None and not self.fileinstance.readable:
             raise UploadPending()
 
-    def open(self, mode="rb"):
+    def open(self, mode: str = "rb") -> Any:
         """Open the object; refused while the file is a pending multipart upload."""
         if "r" in mode:
             self._ensure_completed()
         return super().open(mode=mode)
 
-    def copy(self, src, *args, **kwargs):
+    def copy(self, src: Any, *args: Any, **kwargs: Any) -> tuple[str, int | None, str | None]:
         """Copy another file's data (server-side between S3 objects).
 
         invenio-s3 reports neither size nor checksum for a server-side copy,
@@ -85,14 +111,14 @@ class S3FileStorage(S3FSFileStorage):
 
     def send_file(
         self,
-        filename,
-        mimetype=None,
-        restricted=True,
-        checksum=None,
-        trusted=False,
-        chunk_size=None,
-        as_attachment=False,
-    ):
+        filename: str,
+        mimetype: str | None = None,
+        restricted: bool = True,
+        checksum: str | None = None,
+        trusted: bool = False,
+        chunk_size: int | None = None,
+        as_attachment: bool = False,
+    ) -> Response:
         """Answer 302 to a presigned GET (valid ``S3_URL_EXPIRATION`` seconds).
 
         The response-content-type and content-disposition are signed into
@@ -100,18 +126,18 @@ class S3FileStorage(S3FSFileStorage):
         """
         self._ensure_completed()
         bucket, key = split_s3_url(self.fileurl)
-        state = current_oarepo_s3._get_current_object()
+        presigner, s3_bucket = current_oarepo_s3.presigner, current_oarepo_s3.s3.bucket_name(bucket)
 
-        def url_builder(ResponseContentType=None, ResponseContentDisposition=None):
-            return state.presigner.get_object_url(
-                state.s3.bucket_name(bucket),
+        def url_builder(ResponseContentType: str | None = None, ResponseContentDisposition: str | None = None) -> str:
+            return presigner.get_object_url(
+                s3_bucket,
                 key,
                 expires_in=current_app.config["S3_URL_EXPIRATION"],
                 response_content_type=ResponseContentType,
                 response_content_disposition=ResponseContentDisposition,
             )
 
-        return redirect_stream(
+        response: Response = redirect_stream(
             url_builder,
             filename,
             mimetype=mimetype,
@@ -119,10 +145,11 @@ class S3FileStorage(S3FSFileStorage):
             trusted=trusted,
             as_attachment=as_attachment,
         )
+        return response
 
 
-def s3_storage_factory(**kwargs):
+def s3_storage_factory(**kwargs: Any) -> S3FileStorage:
     """Files-rest storage factory: an :class:`S3FileStorage` bound to its FileInstance."""
-    storage = pyfs_storage_factory(filestorage_class=S3FileStorage, **kwargs)
+    storage: S3FileStorage = pyfs_storage_factory(filestorage_class=S3FileStorage, **kwargs)
     storage.fileinstance = kwargs.get("fileinstance")
     return storage

@@ -14,7 +14,7 @@ Any number of workers may run it at once (see :mod:`oarepo_s3.cleanup`).
 
 from __future__ import annotations
 
-from celery import shared_task
+from celery import Task, shared_task
 from celery.utils.log import get_task_logger
 from flask import current_app
 
@@ -23,8 +23,10 @@ from .cleanup import run_cleanup
 log = get_task_logger(__name__)
 
 
-@shared_task(bind=True, ignore_result=True, name="oarepo_s3.tasks.cleanup_expired_multipart_uploads")
-def cleanup_expired_multipart_uploads(self, limit: int | None = None) -> int:
+@shared_task(  # type: ignore[untyped-decorator]  # celery is untyped
+    bind=True, ignore_result=True, name="oarepo_s3.tasks.cleanup_expired_multipart_uploads"
+)
+def cleanup_expired_multipart_uploads(self: Task, limit: int | None = None) -> int:
     """Expire timed-out uploads (abort in S3, remove the pending files), then sweep orphans.
 
     Only sessions still ``in_progress`` whose expiry has passed are expired;

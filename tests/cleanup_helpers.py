@@ -67,9 +67,9 @@ def s3_upload_ids(s3_client, bucket: str) -> set[str]:
 def point_s3_at(app, monkeypatch, endpoint_url: str, **overrides) -> None:
     """Send the app's S3 control calls to ``endpoint_url`` for one test (the presigner keeps the real one)."""
     from oarepo_s3.proxies import current_oarepo_s3
-    from oarepo_s3.s3 import S3Client, build_boto3_client
+    from oarepo_s3.s3 import S3Client
 
     state = current_oarepo_s3._get_current_object()
     state.presigner  # built from the real endpoint first
     config = {**app.config, "S3_ENDPOINT_URL": endpoint_url, **overrides}
-    monkeypatch.setitem(state.__dict__, "s3", S3Client(build_boto3_client(config)))
+    monkeypatch.setitem(state.__dict__, "s3", S3Client.from_config(config))

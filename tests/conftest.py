@@ -48,17 +48,16 @@ os.environ["S3_UPLOAD_PART_MIN_SIZE"] = str(5 * 1024 * 1024)
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
 os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
 
-import boto3  # noqa: E402
-import pytest  # noqa: E402
-from botocore.config import Config  # noqa: E402
-from invenio_db import db as db_  # noqa: E402
-from invenio_files_rest.models import Location  # noqa: E402
-from invenio_files_rest.views import blueprint as files_rest_blueprint  # noqa: E402
-from moto.server import ThreadedMotoServer  # noqa: E402
+import boto3
+import pytest
+from botocore.config import Config
+from invenio_db import db as db_
+from invenio_files_rest.models import Location
+from moto.server import ThreadedMotoServer
 
-from demo.app import create_minimal_app  # noqa: E402
+from oarepo_s3.app import create_app
 
-from .helpers import LiveServer  # noqa: E402
+from .helpers import LiveServer
 
 MiB = 1024 * 1024
 ROOT = Path(__file__).resolve().parent.parent
@@ -380,9 +379,8 @@ def app_config(s3_server, s3_credentials, database_uri):
 @pytest.fixture(scope="module")
 def app(app_config):
     """A minimal Invenio API app with oarepo-s3 (shared by a module: set-up costs ~0.4 s)."""
-    app = create_minimal_app(app_config, "oarepo_s3_tests")  # on SQLite: SAVEPOINTs and WAL (live server)
-    app.register_blueprint(files_rest_blueprint)
-    yield app
+    # On SQLite: SAVEPOINTs and WAL (a live server thread writes while the test reads).
+    yield create_app(app_config, name="oarepo_s3_tests", rest_api=False, files_rest_api=True)
 
 
 @pytest.fixture()

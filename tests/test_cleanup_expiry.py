@@ -18,7 +18,7 @@ from oarepo_s3.models import MultipartUploadSession, utcnow
 from oarepo_s3.signals import upload_expired
 
 from .cleanup_helpers import backdate, complete_one, new_record, point_s3_at, s3_upload_ids, start_uploads, statuses
-from .s3_proxy import FaultProxy
+from .fault_proxy import FaultProxy
 
 EXPIRED, IN_PROGRESS = MultipartUploadStatus.EXPIRED, MultipartUploadStatus.IN_PROGRESS
 
@@ -144,7 +144,7 @@ def test_an_s3_refusal_leaves_that_upload_and_its_file_and_the_run_goes_on(locat
     refused = sessions[0]
     s3_via(proxy.url)
     proxy.reset()
-    proxy.fail("DELETE", upload_id=refused["upload_id"], times=None, status=403, code="AccessDenied")
+    proxy.add_fault("fail", "DELETE", upload_id=refused["upload_id"], times=None, status=403, code="AccessDenied")
 
     items = list(expire_uploads())
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import time
 import sys
+import time
 import uuid
 
 import boto3

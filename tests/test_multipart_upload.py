@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import json
+from collections.abc import Mapping
+from io import BytesIO
 
 import pytest
 import requests
@@ -12,7 +15,9 @@ from invenio_records_files.api import Record
 
 from oarepo_s3.api import MultipartUpload, MultipartUploadStatus
 from oarepo_s3.errors import PartsMismatch, UploadExpired, UploadNotFound, UploadPending, UploadStateConflict
+from oarepo_s3.files import S3FileObject
 from oarepo_s3.models import MultipartUploadSession
+from oarepo_s3.results import SESSION_KEYS
 from oarepo_s3.service import ReportedPart, abort_upload, complete_upload
 
 from .helpers import put_parts, random_bytes
@@ -112,6 +117,83 @@ def test_record_files_exposes_the_session(record):
     assert item["status"] == "in_progress"
 
 
+class FilesWithSessions(Record):
+    """A records-files record whose file dumps carry the upload session (what DraftRecord does)."""
+
+    file_cls = S3FileObject
+
+
+def test_the_session_is_a_read_only_mapping_wherever_it_is_read(location, s3_client):
+    record = FilesWithSessions.create({"title": "mapping"})
+    db.session.commit()
+    payload = b"mapping, not a dict lookalike\n" * 4
+    mu = start(record, key="notes.txt", size=len(payload), part_size=None)
+    file = record.files["notes.txt"]
+    views = {"mu.session": mu.session, "files[key][...]": file["multipart_upload"],
+             "files[key].get(...)": file.get("multipart_upload")}
+    for where, session in views.items():
+        assert isinstance(session, Mapping), where
+        assert "upload_id" in session and "uploadId" not in session, where
+        assert session.get("upload_id") == mu.session["upload_id"] and session.get("nope", 7) == 7, where
+        assert list(session) == list(session.keys()) == list(SESSION_KEYS), where
+        assert len(session) == len(SESSION_KEYS), where
+        as_dict = dict(session)
+        assert as_dict == dict(session.items()), where
+        assert as_dict["status"] == "in_progress" and as_dict["file_key"] == "notes.txt", where
+        assert len(as_dict["parts_url"]) == 1, where
+        with pytest.raises(TypeError):
+            session["status"] = "complete"  # read-only
+        with pytest.raises(KeyError):
+            session["nope"]
+    # The URL from dict(...) really uploads: real bytes, then completion.
+    response = requests.put(dict(views["files[key][...]"])["parts_url"][0], data=payload, timeout=30)
+    assert response.status_code == 200, response.text
+    done = complete_upload(mu.session["id"], [ReportedPart(1, response.headers["ETag"])])
+    assert record.files["notes.txt"]["multipart_upload"]["status"] == "complete"
+    assert record.files["notes.txt"]["multipart_upload"]["parts_url"] == []  # nothing left to sign
+    # The dump goes into the record's JSON: the session without its part URLs (bearer credentials).
+    dumped = record.files["notes.txt"].dumps()
+    assert dumped["multipart_upload"]["checksum"] == done.checksum
+    assert "parts_url" not in dumped["multipart_upload"]
+    assert json.loads(json.dumps(dumped))["multipart_upload"]["upload_id"] == mu.session["upload_id"]
+    with FilesWithSessions.get_record(record.id).files["notes.txt"].obj.file.storage().open() as fp:
+        assert fp.read() == payload
+
+
+def test_a_file_stored_from_a_stream_has_no_session(location):
+    record = Record.create({"title": "plain"})
+    record.files["plain.txt"] = BytesIO(b"plain bytes")
+    record.commit()
+    db.session.commit()
+    assert record.files["plain.txt"]["multipart_upload"] is None
+    assert record.files["plain.txt"].get("multipart_upload") is None
+
+
+def test_a_rolled_back_start_leaves_no_upload_in_s3(record, s3_client):
+    """The seed door runs in the caller's transaction: if the caller rolls back, S3 forgets the upload too."""
+    files = record.files
+    mu = MultipartUpload(key="gone.bin", base_uri=files.bucket.location.uri, expires=3600, size=SIZE)
+    files["gone.bin"] = mu
+    assert _uploads(s3_client, mu.session["bucket"]) == [mu.session["upload_id"]]
+    db.session.rollback()
+    assert _uploads(s3_client, mu.session["bucket"]) == []
+    assert db.session.query(MultipartUploadSession).count() == 0
+    # ... and a savepoint that rolls back takes its upload with it, while the outer transaction commits.
+    kept = MultipartUpload(key="kept.bin", base_uri=files.bucket.location.uri, expires=3600, size=SIZE)
+    record.files["kept.bin"] = kept
+    savepoint = db.session.begin_nested()
+    dropped = MultipartUpload(key="dropped.bin", base_uri=files.bucket.location.uri, expires=3600, size=SIZE)
+    record.files["dropped.bin"] = dropped
+    savepoint.rollback()
+    db.session.commit()
+    assert _uploads(s3_client, kept.session["bucket"]) == [kept.session["upload_id"]]
+    assert [r.key for r in db.session.query(MultipartUploadSession)] == ["kept.bin"]
+
+
+def _uploads(s3_client, bucket: str) -> list[str]:
+    return [u["UploadId"] for u in s3_client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])]
+
+
 def test_content_type_is_stored_on_the_object(record, s3_client):
     payload = b"hello, world\n"
     mu = start(record, key="readme.txt", size=len(payload), part_size=None)
@@ -187,7 +269,8 @@ def test_abort_removes_pending_file_and_s3_upload(record, s3_client):
     assert s3_client.list_multipart_uploads(Bucket=mu.session["bucket"]).get("Uploads", []) == []
     assert ObjectVersion.get(record.bucket, "data.bin") is None
     assert Bucket.get(record.bucket.id).size == 0
-    assert row.version_id is None and row.file_id is None
+    stored = db.session.get(MultipartUploadSession, row.id)
+    assert stored.version_id is None and stored.file_id is None
 
     with pytest.raises(UploadNotFound):
         abort_upload(row.id)

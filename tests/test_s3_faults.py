@@ -12,7 +12,7 @@ from oarepo_s3.api import MultipartUpload, MultipartUploadStatus
 from oarepo_s3.errors import S3Error, S3Unavailable
 from oarepo_s3.models import MultipartUploadSession
 from oarepo_s3.proxies import current_oarepo_s3
-from oarepo_s3.s3 import S3Client, build_boto3_client
+from oarepo_s3.s3 import S3Client
 from oarepo_s3.service import abort_upload, complete_upload
 
 from .helpers import put_parts, random_bytes
@@ -39,7 +39,7 @@ def unreachable_s3(app, monkeypatch):
               "OAREPO_S3_CONNECT_TIMEOUT": 1}
     state = current_oarepo_s3._get_current_object()
     state.presigner  # built from the good endpoint before the switch
-    monkeypatch.setitem(state.__dict__, "s3", S3Client(build_boto3_client(config)))
+    monkeypatch.setitem(state.__dict__, "s3", S3Client.from_config(config))
     return monkeypatch
 
 

@@ -2,7 +2,7 @@
 
 The worker tests start ``celery -A tests.worker_app worker --pool=solo``
 subprocesses (one per queue) against the test database and, through
-tests/s3_proxy.py, the test S3 server; the proxy counts every
+tests/fault_proxy.py, the test S3 server; the proxy counts every
 AbortMultipartUpload and injects faults. The broker is a Redis server
 started once per session by scripts/redis.sh (installing Debian's
 redis-server when missing); if it cannot start, the tests fail.
@@ -33,7 +33,7 @@ from oarepo_s3.s3 import build_boto3_client
 from oarepo_s3.tasks import cleanup_expired_multipart_uploads
 
 from .cleanup_helpers import backdate, complete_one, new_record, s3_upload_ids, start_uploads, statuses
-from .s3_proxy import FaultProxy
+from .fault_proxy import FaultProxy
 
 ROOT = Path(__file__).resolve().parent.parent
 TASK = "oarepo_s3.tasks.cleanup_expired_multipart_uploads"
@@ -281,7 +281,7 @@ def test_a_completed_upload_that_looks_expired_stays_intact(worker, proxy, s3_cl
 def test_two_workers_on_one_backlog_handle_each_session_exactly_once(worker, proxy):
     sessions = start_uploads(new_record(), 40)
     backdate([s["id"] for s in sessions])
-    proxy.delay("DELETE", 0.01)  # each abort takes a moment, so the runs overlap
+    proxy.add_fault("delay", "DELETE", seconds=0.01, times=None)  # each abort takes a moment, so the runs overlap
 
     first, second = worker.send("a"), worker.send("b")
     runs = worker.wait(first) + worker.wait(second)
@@ -305,7 +305,7 @@ def test_s3_errors_are_retried_with_backoff_until_the_abort_succeeds(app, worker
     flaky = sessions[1]["upload_id"]
     # botocore retries a 500 itself first: fail every attempt of two task runs.
     per_call = build_boto3_client({**app.config, **worker.config}).meta.config.retries["total_max_attempts"]
-    proxy.fail("DELETE", upload_id=flaky, times=2 * per_call, status=500, code="InternalError")
+    proxy.add_fault("fail", "DELETE", upload_id=flaky, times=2 * per_call, status=500, code="InternalError")
 
     started = time.monotonic()
     runs = worker.wait(worker.send())
@@ -323,7 +323,7 @@ def test_a_session_is_never_marked_gone_while_s3_keeps_its_upload(worker, proxy,
     sessions = start_uploads(record, 2)
     backdate([s["id"] for s in sessions])
     kept = sessions[0]
-    proxy.fail("DELETE", upload_id=kept["upload_id"], times=None, status=403, code="AccessDenied")
+    proxy.add_fault("fail", "DELETE", upload_id=kept["upload_id"], times=None, status=403, code="AccessDenied")
 
     runs = worker.wait(worker.send())
 
@@ -354,7 +354,7 @@ def test_an_upload_s3_no_longer_has_is_marked_expired(worker, proxy, s3_client, 
 def test_a_worker_killed_mid_batch_then_a_rerun_cleans_everything_exactly_once(worker, proxy, s3_client, s3_bucket):
     sessions = start_uploads(new_record(), 8)
     backdate([s["id"] for s in sessions])
-    held = proxy.hold("DELETE", nth=4)  # the 4th abort reaches S3; its answer never gets back
+    held = proxy.add_fault("hold", "DELETE", nth=4)  # the 4th abort reaches S3; its answer never gets back
 
     worker.send()
     assert held.reached.wait(60), worker.log("a")

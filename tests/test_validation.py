@@ -112,12 +112,12 @@ def test_bucket_quota_is_enforced_before_s3(app, record, s3_client, s3_bucket):
 
 def test_s3_unreachable_names_the_endpoint(app, record, s3_client, s3_bucket, monkeypatch):
     from oarepo_s3.proxies import current_oarepo_s3
-    from oarepo_s3.s3 import S3Client, build_boto3_client
+    from oarepo_s3.s3 import S3Client
 
     config = {**app.config, "S3_ENDPOINT_URL": "http://127.0.0.1:9", "OAREPO_S3_MAX_ATTEMPTS": 1,
               "OAREPO_S3_CONNECT_TIMEOUT": 1}
     state = current_oarepo_s3._get_current_object()
-    monkeypatch.setitem(state.__dict__, "s3", S3Client(build_boto3_client(config)))
+    monkeypatch.setitem(state.__dict__, "s3", S3Client.from_config(config))
     mu = MultipartUpload(base_uri=None, **GOOD)
     with pytest.raises(S3Unavailable) as e:
         record.files["data.bin"] = mu

@@ -25,7 +25,7 @@ from celery import signals as celery_signals
 from flask import Flask
 from invenio_celery import InvenioCelery
 
-from demo.app import create_minimal_app
+from oarepo_s3.app import create_app
 from oarepo_s3.signals import upload_expired
 
 CONFIG = json.loads(os.environ["OAREPO_S3_TEST_WORKER_CONFIG"])
@@ -41,7 +41,7 @@ def record(kind: str, **data) -> None:
 
 def create_flask_app() -> Flask:
     """The tests' minimal app, plus invenio-celery."""
-    app = create_minimal_app(CONFIG, "oarepo_s3_worker")
+    app = create_app(CONFIG, name="oarepo_s3_worker", rest_api=False)
     InvenioCelery(app, entry_point_group=None)
     return app
 

@@ -6,9 +6,9 @@ branch_labels = ("oarepo_s3",)
 depends_on = "dbdbc1b19cf2"
 
 
-def upgrade():
+def upgrade() -> None:
     """Upgrade database."""
 
 
-def downgrade():
+def downgrade() -> None:
     """Downgrade database."""

@@ -14,7 +14,7 @@ depends_on = "08e4a71525b6"
 STATUSES = ("in_progress", "complete", "aborted", "expired")
 
 
-def upgrade():
+def upgrade() -> None:
     """Upgrade database."""
     op.create_table(
         "oarepo_s3_multipart_upload",
@@ -65,6 +65,6 @@ def upgrade():
     )
 
 
-def downgrade():
+def downgrade() -> None:
     """Downgrade database."""
     op.drop_table("oarepo_s3_multipart_upload")

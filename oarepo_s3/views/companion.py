@@ -20,17 +20,18 @@ the REST API (no S3 URL is handed out, no payload reaches the app).
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from flask import Blueprint, Response, jsonify, request, url_for
 
 from .. import drafts, service
-from ..api import EMPTY_FILE_CHECKSUM
+from ..api import CONTENT_TYPE_PATTERN, CONTENT_TYPE_RULE, EMPTY_FILE_CHECKSUM, EmptyFile, MultipartUpload
 from ..errors import RequestValidationError, UploadNotFound
-from ..models import MultipartUploadSession
 from ..permissions import require_authenticated
+from ..results import UploadSession
 from ..service import ReportedPart
-from .drafts import owned_draft, validate_rest_key
-from .parsing import CONTENT_TYPE, CONTENT_TYPE_RULE, MAX_PART_NUMBER, CompleteSchema, parse_json
+from .common import owned_draft, validate_rest_key
+from .parsing import MAX_PART_NUMBER, CompleteSchema, parse_json
 from .serializers import DRAFTS, parts_json
 
 MiB = 1024 * 1024
@@ -43,19 +44,19 @@ def uppy_part_size(size: int) -> int:
     return max(5 * MiB, -(-size // MAX_PART_NUMBER))
 
 
-def _session(pid_value: str, upload_id: str) -> tuple[drafts.DraftRecord, MultipartUploadSession]:
+def _session(pid_value: str, upload_id: str) -> tuple[drafts.DraftRecord, UploadSession]:
     """The draft's in-progress upload named by ``uploadId`` and ``?key=``, or 404."""
     record = owned_draft(pid_value)
     key = request.args.get("key")
     if not key:
         raise RequestValidationError([("key", "the 'key' query parameter is required")])
-    session = drafts.pending_session(record, key)
+    session = service.upload_of(record.bucket_id, key)
     if session.upload_id != upload_id:
         raise UploadNotFound(f"Upload {upload_id!r} is not the upload of {key!r} in this draft.")
     return record, session
 
 
-def create_upload(pid_value):
+def create_upload(pid_value: str) -> Response:
     """``POST <base>/s3/multipart {filename, type, metadata: {size}}`` -> ``{key, uploadId}``."""
     record = owned_draft(pid_value)
     body = request.get_json(silent=True)
@@ -72,20 +73,24 @@ def create_upload(pid_value):
         )
     key, content_type = _key_and_type(filename, content_type)
     values = {"pid_value": record.pid_value, "key": key}
-    session, _ = drafts.start_file_upload(
-        record,
-        key,
-        size,
-        owner_id=require_authenticated(),
-        content_type=content_type,
+    upload = MultipartUpload(
+        key=key,
+        base_uri=None,
+        expires=None,
+        size=size,
         part_size=uppy_part_size(size),
         complete_url=url_for(f"{DRAFTS}.{DRAFTS}_upload_complete", _external=True, **values),
         abort_url=url_for(f"{DRAFTS}.{DRAFTS}_upload_abort", _external=True, **values),
+        content_type=content_type,
+        owner_id=require_authenticated(),
     )
-    return jsonify({"key": key, "uploadId": session.upload_id})
+    entry = service.start_upload(record.bucket_id, upload)
+    assert entry.session is not None
+    return jsonify({"key": key, "uploadId": entry.session.upload_id})
 
 
-def _key_and_type(filename, content_type, *, name_field: str = "filename", type_field: str = "type"):
+def _key_and_type(filename: Any, content_type: Any, *, name_field: str = "filename",
+                  type_field: str = "type") -> tuple[str, str | None]:
     """The file's key and content type (``None`` when not given) from Uppy's ``filename`` and ``type``.
 
     :raises RequestValidationError: naming the field and its rule.
@@ -95,18 +100,18 @@ def _key_and_type(filename, content_type, *, name_field: str = "filename", type_
     key = validate_rest_key(filename)
     if content_type is not None and not isinstance(content_type, str):
         raise RequestValidationError([(type_field, "must be a string")])
-    if content_type and not re.match(CONTENT_TYPE.regex, content_type):
+    if content_type and not re.match(CONTENT_TYPE_PATTERN, content_type):
         raise RequestValidationError([(type_field, CONTENT_TYPE_RULE)])
     return key, content_type or None
 
 
-def list_parts(pid_value, upload_id):
+def list_parts(pid_value: str, upload_id: str) -> Response:
     """``GET <base>/s3/multipart/<uploadId>?key=`` -> ``[{PartNumber, ETag, Size}]`` (all pages)."""
     _, session = _session(pid_value, upload_id)
     return jsonify(parts_json(service.list_uploaded_parts(session)))
 
 
-def sign_batch(pid_value, upload_id):
+def sign_batch(pid_value: str, upload_id: str) -> Response:
     """``GET <base>/s3/multipart/<uploadId>/batch?key=&partNumbers=1,2`` -> ``{presignedUrls}``."""
     _, session = _session(pid_value, upload_id)
     raw = request.args.get("partNumbers", "")
@@ -120,33 +125,33 @@ def sign_batch(pid_value, upload_id):
     return jsonify({"presignedUrls": {str(n): u for n, u in urls.items()}})
 
 
-def sign_part(pid_value, upload_id, part_number):
+def sign_part(pid_value: str, upload_id: str, part_number: int) -> Response:
     """``GET <base>/s3/multipart/<uploadId>/<partNumber>?key=`` -> ``{url, expires}``."""
     _, session = _session(pid_value, upload_id)
     url = service.sign_parts(session, [part_number])[part_number]
     return jsonify({"url": url, "expires": service.url_lifetime(session)})
 
 
-def complete(pid_value, upload_id):
+def complete(pid_value: str, upload_id: str) -> Response:
     """``POST <base>/s3/multipart/<uploadId>/complete?key= {parts}`` -> ``{location}``."""
     record, session = _session(pid_value, upload_id)
     body = parse_json(CompleteSchema())
     parts = None
     if body["parts"] is not None:
         parts = [ReportedPart(p.get("PartNumber", p.get("PartNum")), p["ETag"]) for p in body["parts"]]
-    entry = drafts.complete_file_upload(record, session.key, parts)
-    location = url_for(f"{DRAFTS}.content", pid_value=record.pid_value, key=entry.obj.key, _external=True)
-    return jsonify({"location": location, "key": entry.obj.key})
+    completed = service.complete_upload(session, parts)
+    location = url_for(f"{DRAFTS}.content", pid_value=record.pid_value, key=completed.file_key, _external=True)
+    return jsonify({"location": location, "key": completed.file_key})
 
 
-def abort(pid_value, upload_id):
+def abort(pid_value: str, upload_id: str) -> Response:
     """``DELETE <base>/s3/multipart/<uploadId>?key=`` -> ``{}``."""
     record, session = _session(pid_value, upload_id)
-    drafts.abort_file_upload(record, session.key)
+    service.abort_file_upload(record.bucket_id, session.file_key)
     return jsonify({})
 
 
-def simple_upload_params(pid_value):
+def simple_upload_params(pid_value: str) -> Response:
     """``GET <base>/s3/params?filename=&type=&metadata[size]=0`` -> ``{method, url, fields}``, for empty files only.
 
     Uppy 6 sends a 0-byte file in one form POST (it has no part to send): the
@@ -167,7 +172,7 @@ def simple_upload_params(pid_value):
     return jsonify({"method": "POST", "url": url, "fields": fields})
 
 
-def create_empty(pid_value):
+def create_empty(pid_value: str) -> Response:
     """``POST <base>/s3/empty`` (a form: ``key``, ``Content-Type``, an empty ``file``) -> 204 with the empty ETag.
 
     The empty file is created complete, as ``size: 0`` does in the REST API
@@ -188,10 +193,10 @@ def create_empty(pid_value):
         raise RequestValidationError([("file", "must be empty (0 bytes): other files are uploaded with multipart")])
     key, content_type = _key_and_type(request.form.get("key"), request.form.get("Content-Type"),
                                       name_field="key", type_field="Content-Type")
-    entry = drafts.create_empty_file(record, key, content_type=content_type)
+    entry = service.create_empty_file(record.bucket_id, EmptyFile(key, content_type))
     response = Response(status=204)
     response.headers["ETag"] = f'"{EMPTY_FILE_CHECKSUM.removeprefix("md5:")}"'
-    response.headers["Location"] = url_for(f"{DRAFTS}.content", pid_value=record.pid_value, key=entry.obj.key,
+    response.headers["Location"] = url_for(f"{DRAFTS}.content", pid_value=record.pid_value, key=entry.key,
                                            _external=True)
     return response
 

@@ -6,130 +6,113 @@ Every handler: parse -> check permission -> call :mod:`oarepo_s3.drafts` /
 
 from __future__ import annotations
 
-from flask import Blueprint, Flask, jsonify, request, url_for
+from collections.abc import Callable
+from typing import Any
+
+from flask import Blueprint, Flask, Response, jsonify, request, url_for
 from werkzeug.exceptions import HTTPException
 
 from .. import drafts, service
-from ..errors import InvalidUploadRequest, OARepoS3Error, RequestValidationError, UploadPending
+from ..api import EmptyFile, MultipartUpload
+from ..errors import RequestValidationError
 from ..permissions import require_authenticated, require_draft_owner
 from ..ratelimit import check_sign_rate_limit
+from .common import json_error, owned_draft, validate_rest_key
+from .companion import register_companion_routes
 from .multipart import multipart_actions
 from .parsing import CreateDraftSchema, SignSchema, init_upload_schema, parse_json, parse_json_or_form
 from .security import check_cross_site_request
-from .serializers import DRAFTS, RECORDS, file_json, parts_json, record_json, session_json
-
-RESERVED_LAST_SEGMENTS = frozenset(("content", "multipart", "complete-multipart", "abort-multipart", "sign"))
-"""A key ``a/content`` would be routed to ``a``'s content: such keys are refused."""
-
-
-def json_error(error: HTTPException):
-    """Answer every HTTP error of these blueprints as JSON."""
-    if isinstance(error, OARepoS3Error):
-        return error
-    response = jsonify(status=error.code, message=error.description)
-    response.status_code = error.code or 500
-    return response
-
-
-def validate_rest_key(key) -> str:
-    """Refuse keys whose last segment would be routed to one of the API's actions."""
-    if isinstance(key, str) and "/" in key and key.rsplit("/", 1)[1] in RESERVED_LAST_SEGMENTS:
-        raise InvalidUploadRequest(
-            "key", f"must not end with '/{key.rsplit('/', 1)[1]}' (reserved by the API's URLs)"
-        )
-    return key
-
-
-def owned_draft(pid_value) -> drafts.DraftRecord:
-    """The draft ``pid_value``, if the caller owns it (or is an admin)."""
-    record = drafts.resolve(pid_value, status=drafts.DRAFT)
-    require_draft_owner(record)
-    return record
-
+from .serializers import DRAFTS, RECORDS, file_json, parts_json, record_json
 
 # --- drafts ------------------------------------------------------------------
 
 
-def create_draft():
+def create_draft() -> Response:
     """``POST /draft/records/`` -> 201, a new draft owned by the caller."""
     user_id = require_authenticated()
     body = parse_json(CreateDraftSchema())
     record = drafts.create_draft(user_id, body["metadata"])
-    response = jsonify(record_json(record))
+    data = record_json(record)
+    response = jsonify(data)
     response.status_code = 201
-    response.headers["Location"] = response.json["links"]["self"]
+    response.headers["Location"] = data["links"]["self"]
     return response
 
 
-def get_draft(pid_value):
+def get_draft(pid_value: str) -> Response:
     """``GET /draft/records/<pid>``."""
     record = drafts.resolve(pid_value)
     require_draft_owner(record)
     return jsonify(record_json(record))
 
 
-def publish(pid_value):
+def publish(pid_value: str) -> Response:
     """``POST /draft/records/<pid>/publish`` -> the published record; 409 while uploads are pending."""
     record = drafts.publish(owned_draft(pid_value))
     return jsonify(record_json(record))
 
 
-def list_draft_files(pid_value):
+def list_draft_files(pid_value: str) -> Response:
     """``GET /draft/records/<pid>/files/``."""
     record = owned_draft(pid_value)
-    return jsonify({"entries": [file_json(record, e) for e in drafts.list_files(record)]})
+    return jsonify({"entries": [file_json(record, e) for e in service.list_files(record.bucket_id)]})
 
 
-def init_upload(pid_value):
+def init_upload(pid_value: str) -> tuple[Response, int]:
     """``POST /draft/records/<pid>/files/?multipart=True`` -> 201, the file and its session."""
     record = owned_draft(pid_value)
     if request.args.get("multipart", "").lower() not in ("true", "1"):
-        raise RequestValidationError([("multipart", "only direct multipart uploads are supported: add ?multipart=True")])
+        raise RequestValidationError(
+            [("multipart", "only direct multipart uploads are supported: add ?multipart=True")]
+        )
     body = parse_json_or_form(init_upload_schema)
     key = validate_rest_key(body["key"])
+    content_type = body["multipart_content_type"]
     if body["size"] == 0:  # nothing to upload: the empty file is created complete, without a multipart upload
-        entry = drafts.create_empty_file(record, key, content_type=body["multipart_content_type"])
+        entry = service.create_empty_file(record.bucket_id, EmptyFile(key, content_type))
         return jsonify(file_json(record, entry)), 201
-    url_values = {"pid_value": record.pid_value, "key": key}
-    session, described = drafts.start_file_upload(
-        record,
-        key,
-        body["size"],
-        owner_id=require_authenticated(),
-        content_type=body["multipart_content_type"],
+    upload = MultipartUpload(
+        key=key,
+        base_uri=None,
+        expires=None,
+        size=body["size"],
         part_size=body["part_size"],
-        complete_url=url_for(f"{DRAFTS}.{DRAFTS}_upload_complete", _external=True, **url_values),
-        abort_url=url_for(f"{DRAFTS}.{DRAFTS}_upload_abort", _external=True, **url_values),
+        complete_url=_action_url(f"{DRAFTS}_upload_complete", record, key),
+        abort_url=_action_url(f"{DRAFTS}_upload_abort", record, key),
+        content_type=content_type,
+        owner_id=require_authenticated(),
     )
-    data = file_json(record, drafts.get_file(record, key))
-    data["multipart_upload"] = described
-    return jsonify(data), 201
+    entry = service.start_upload(record.bucket_id, upload)
+    return jsonify(file_json(record, entry, parts_url=True)), 201
 
 
-def get_draft_file(pid_value, key):
+def _action_url(endpoint: str, record: drafts.DraftRecord, key: str) -> str:
+    """The absolute URL of one of the file's actions (the session echoes complete and abort URLs)."""
+    return url_for(f"{DRAFTS}.{endpoint}", _external=True, pid_value=record.pid_value, key=key)
+
+
+def get_draft_file(pid_value: str, key: str) -> Response:
     """``GET /draft/records/<pid>/files/<key>``."""
     record = owned_draft(pid_value)
-    return jsonify(file_json(record, drafts.get_file(record, key)))
+    return jsonify(file_json(record, service.get_file(record.bucket_id, key)))
 
 
-def delete_draft_file(pid_value, key):
+def delete_draft_file(pid_value: str, key: str) -> tuple[str, int]:
     """``DELETE /draft/records/<pid>/files/<key>`` -> 204 (aborts a pending upload)."""
-    drafts.delete_file(owned_draft(pid_value), key)
+    service.delete_file(owned_draft(pid_value).bucket_id, key)
     return "", 204
 
 
-def resume(pid_value, key):
+def resume(pid_value: str, key: str) -> Response:
     """``GET .../files/<key>/multipart``: the session and the parts S3 already holds (all pages)."""
-    record = owned_draft(pid_value)
-    session = drafts.pending_session(record, key)
+    session = service.upload_of(owned_draft(pid_value).bucket_id, key)
     parts = service.list_uploaded_parts(session)
-    return jsonify({**session_json(session), "parts": parts_json(parts)})
+    return jsonify({**session.to_json(), "parts": parts_json(parts)})
 
 
-def sign(pid_value, key):
+def sign(pid_value: str, key: str) -> Response:
     """``POST .../files/<key>/multipart/sign {"parts": [1, 2]}``: fresh presigned part URLs."""
-    record = owned_draft(pid_value)
-    session = drafts.pending_session(record, key)
+    session = service.upload_of(owned_draft(pid_value).bucket_id, key)
     body = parse_json(SignSchema())
     numbers = body["parts"]
     if len(set(numbers)) != len(numbers):
@@ -141,7 +124,7 @@ def sign(pid_value, key):
                     "expires_in": service.url_lifetime(session)})
 
 
-def _signed_part(number: int, url: str, md5s: dict, sha256s: dict) -> dict:
+def _signed_part(number: int, url: str, md5s: dict[int, str], sha256s: dict[int, str]) -> dict[str, Any]:
     """One signed part; ``headers`` lists what the PUT must send (the signed digests)."""
     headers = {}
     if number in md5s:
@@ -151,49 +134,34 @@ def _signed_part(number: int, url: str, md5s: dict, sha256s: dict) -> dict:
     return {"PartNumber": number, "url": url, **({"headers": headers} if headers else {})}
 
 
-def draft_content(pid_value, key):
+def draft_content(pid_value: str, key: str) -> Response:
     """``GET .../files/<key>/content`` -> 302 to a presigned S3 GET; 409 while pending."""
-    record = owned_draft(pid_value)
-    return _send(drafts.get_file(record, key))
-
-
-def _send(entry: drafts.FileEntry):
-    if entry.pending:
-        raise UploadPending()
-    obj = entry.obj
-    return obj.file.storage().send_file(
-        obj.basename,
-        mimetype=obj.mimetype,
-        restricted=True,
-        checksum=obj.file.checksum,
-        as_attachment=True,
-    )
+    return service.send_file(owned_draft(pid_value).bucket_id, key)
 
 
 # --- published records --------------------------------------------------------
 
 
-def get_record(pid_value):
+def get_record(pid_value: str) -> Response:
     """``GET /records/<pid>``."""
     return jsonify(record_json(drafts.resolve(pid_value, status=drafts.PUBLISHED)))
 
 
-def list_record_files(pid_value):
+def list_record_files(pid_value: str) -> Response:
     """``GET /records/<pid>/files/``."""
     record = drafts.resolve(pid_value, status=drafts.PUBLISHED)
-    return jsonify({"entries": [file_json(record, e) for e in drafts.list_files(record)]})
+    return jsonify({"entries": [file_json(record, e) for e in service.list_files(record.bucket_id)]})
 
 
-def get_record_file(pid_value, key):
+def get_record_file(pid_value: str, key: str) -> Response:
     """``GET /records/<pid>/files/<key>``."""
     record = drafts.resolve(pid_value, status=drafts.PUBLISHED)
-    return jsonify(file_json(record, drafts.get_file(record, key)))
+    return jsonify(file_json(record, service.get_file(record.bucket_id, key)))
 
 
-def record_content(pid_value, key):
+def record_content(pid_value: str, key: str) -> Response:
     """``GET /records/<pid>/files/<key>/content`` -> 302 to a presigned S3 GET."""
-    record = drafts.resolve(pid_value, status=drafts.PUBLISHED)
-    return _send(drafts.get_file(record, key))
+    return service.send_file(drafts.resolve(pid_value, status=drafts.PUBLISHED).bucket_id, key)
 
 
 # --- blueprints -----------------------------------------------------------------
@@ -208,11 +176,9 @@ def _blueprint(name: str, url_prefix: str) -> Blueprint:
 
 def create_drafts_blueprint(app: Flask) -> Blueprint:
     """The draft-records API, mounted at ``OAREPO_S3_DRAFTS_URL_PREFIX``."""
-    from .companion import register_companion_routes
-
     bp = _blueprint(DRAFTS, app.config["OAREPO_S3_DRAFTS_URL_PREFIX"])
     bp.before_request(check_sign_rate_limit)
-    rules = [
+    rules: list[tuple[str, str, Callable[..., Any], list[str]]] = [
         ("/", "create", create_draft, ["POST"]),
         ("/<pid_value>", "record", get_draft, ["GET"]),
         ("/<pid_value>/publish", "publish", publish, ["POST"]),

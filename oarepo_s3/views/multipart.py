@@ -16,17 +16,19 @@ pair that invenio-records-rest's ``pid`` converter produces) and ``key``.
 
 from __future__ import annotations
 
-from flask import jsonify
+from typing import Any
+
+from flask import Response, jsonify
 from flask.views import MethodView
 
-from .. import drafts
+from .. import drafts, service
 from ..permissions import require_draft_owner
 from ..service import ReportedPart
 from .parsing import CompleteSchema, parse_json
 from .serializers import file_json
 
 
-def resolve_record(pid_value) -> drafts.DraftRecord:
+def resolve_record(pid_value: Any) -> drafts.DraftRecord:
     """A draft from a PID value string or an invenio-records-rest ``(pid, record)`` pair."""
     if hasattr(pid_value, "data"):  # invenio-records-rest's lazy PIDValue
         pid_value = pid_value.data
@@ -45,7 +47,7 @@ class MultipartUploadCompleteResource(MethodView):
 
     view_name = "{endpoint}_upload_complete"
 
-    def post(self, pid_value, key):
+    def post(self, pid_value: Any, key: str) -> Response:
         """Verify and complete; answer the completed file."""
         record = resolve_record(pid_value)
         require_draft_owner(record)
@@ -53,8 +55,9 @@ class MultipartUploadCompleteResource(MethodView):
         parts = None
         if body["parts"] is not None:
             parts = [ReportedPart(p.get("PartNumber", p.get("PartNum")), p["ETag"]) for p in body["parts"]]
-        entry = drafts.complete_file_upload(record, key, parts)
-        return jsonify(file_json(record, entry))
+        session = service.upload_of(record.bucket_id, key, in_progress=False)
+        service.complete_upload(session, parts)
+        return jsonify(file_json(record, service.get_file(record.bucket_id, key)))
 
 
 class MultipartUploadAbortResource(MethodView):
@@ -62,15 +65,15 @@ class MultipartUploadAbortResource(MethodView):
 
     view_name = "{endpoint}_upload_abort"
 
-    def post(self, pid_value, key):
+    def post(self, pid_value: Any, key: str) -> tuple[str, int]:
         """Abort; 204. Repeating it answers 404."""
         record = resolve_record(pid_value)
         require_draft_owner(record)
-        drafts.abort_file_upload(record, key)
+        service.abort_file_upload(record.bucket_id, key)
         return "", 204
 
 
-def multipart_actions(code, files, rest_endpoint, extra, is_draft):
+def multipart_actions(code: str, files: Any, rest_endpoint: Any, extra: Any, is_draft: bool) -> dict[str, Any]:
     """The seed's hook: URL rule -> view for completing and aborting uploads."""
     return {
         "files/<path:key>/complete-multipart": MultipartUploadCompleteResource.as_view(

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NoReturn
 
 from flask import request
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
@@ -19,11 +20,12 @@ class _Parser(FlaskParser):
 
     DEFAULT_UNKNOWN_BY_LOCATION = {"json": RAISE, "form": RAISE, "query": RAISE, "json_or_form": RAISE}
 
-    def handle_error(self, error, req, schema, *, error_status_code, error_headers):
+    def handle_error(self, error: ValidationError, req: Any, schema: Schema, *, error_status_code: int | None,
+                     error_headers: Any) -> NoReturn:
         """Raise :class:`RequestValidationError` naming every field and rule."""
         raise RequestValidationError(flatten_messages(error.messages))
 
-    def _handle_invalid_json_error(self, error, req, *args, **kwargs):
+    def _handle_invalid_json_error(self, error: Exception, req: Any, *args: Any, **kwargs: Any) -> NoReturn:
         raise RequestValidationError([("body", "must be valid JSON")])
 
 
@@ -35,7 +37,7 @@ def flatten_messages(messages: Any, prefix: str = "") -> list[tuple[str, str]]:
     if isinstance(messages, dict):
         if not prefix and set(messages) <= {"json", "form", "query", "json_or_form", "querystring"}:
             return [p for v in messages.values() for p in flatten_messages(v, prefix)]
-        out = []
+        out: list[tuple[str, str]] = []
         for key, value in messages.items():
             if key == "_schema":
                 name = prefix or "body"
@@ -54,7 +56,7 @@ CONTENT_TYPE = validate.Regexp(CONTENT_TYPE_PATTERN, error=CONTENT_TYPE_RULE)
 """The rule of :func:`oarepo_s3.api.validate_content_type`, applied while parsing."""
 
 
-def integer(*, strict: bool = True, **kwargs) -> fields.Integer:
+def integer(*, strict: bool = True, **kwargs: Any) -> fields.Integer:
     """An integer field; JSON must send a number (strict), forms send digits."""
     return fields.Integer(strict=strict, **kwargs)
 
@@ -86,7 +88,7 @@ class PartSchema(Schema):
     Size = integer(validate=validate.Range(0))
 
     @validates_schema
-    def one_number(self, data, **kwargs):
+    def one_number(self, data: dict[str, Any], **kwargs: Any) -> None:
         """Exactly one of PartNum / PartNumber."""
         if ("PartNum" in data) == ("PartNumber" in data):
             raise ValidationError("give exactly one of 'PartNum' or 'PartNumber'", "PartNumber")
@@ -105,12 +107,12 @@ class PartNumbers(fields.Field):
     than the signing itself, so the list is validated here directly.
     """
 
-    def _deserialize(self, value, attr, data, **kwargs):
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> list[int]:
         if not isinstance(value, list):
             raise ValidationError("Not a valid list.")
         if not 1 <= len(value) <= MAX_PART_NUMBER:
             raise ValidationError(f"Length must be between 1 and {MAX_PART_NUMBER}.")
-        errors = {}
+        errors: dict[int, list[str]] = {}
         for i, n in enumerate(value):
             if type(n) is not int:
                 errors[i] = ["Not a valid integer."]
@@ -137,22 +139,27 @@ class SignSchema(Schema):
     content_sha256 = _digests_by_part()
 
 
-def parse_json(schema: Schema) -> dict:
+def parse_json(schema: Schema) -> dict[str, Any]:
     """Parse the JSON body (an empty body counts as ``{}``)."""
     if not request.get_data(cache=True):
         try:
-            return schema.load({})
+            loaded: dict[str, Any] = schema.load({})
         except ValidationError as e:
             raise RequestValidationError(flatten_messages(e.messages)) from None
+        return loaded
     if request.mimetype != "application/json":
         raise RequestValidationError([("Content-Type", "must be application/json")])
-    return parser.parse(schema, request, location="json")
+    parsed: dict[str, Any] = parser.parse(schema, request, location="json")
+    return parsed
 
 
-def parse_json_or_form(schema_factory) -> dict:
+def parse_json_or_form(schema_factory: Callable[..., Schema]) -> dict[str, Any]:
     """Parse a JSON body (strict types) or a form-encoded one (digits accepted), as the seed allowed."""
+    parsed: dict[str, Any]
     if request.mimetype == "application/json":
-        return parser.parse(schema_factory(strict=True), request, location="json")
+        parsed = parser.parse(schema_factory(strict=True), request, location="json")
+        return parsed
     if request.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data"):
-        return parser.parse(schema_factory(strict=False), request, location="form")
+        parsed = parser.parse(schema_factory(strict=False), request, location="form")
+        return parsed
     raise RequestValidationError([("Content-Type", "must be application/json or application/x-www-form-urlencoded")])

@@ -2,25 +2,27 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import Any
+
 from flask import url_for
 
-from ..drafts import PUBLISHED, DraftRecord, FileEntry
-from ..models import MultipartUploadSession
-from ..s3 import UploadedPart
+from ..drafts import PUBLISHED, DraftRecord
+from ..results import FileEntry, UploadedPart
 
 DRAFTS = "oarepo_s3_drafts"
 RECORDS = "oarepo_s3_records"
 
 
-def _url(endpoint: str, **values) -> str:
+def _url(endpoint: str, **values: Any) -> str:
     return url_for(endpoint, _external=True, **values)
 
 
-def _iso(value) -> str | None:
+def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def record_json(record: DraftRecord) -> dict:
+def record_json(record: DraftRecord) -> dict[str, Any]:
     """A draft or published record."""
     pid = record.pid_value
     published = record.status == PUBLISHED
@@ -43,15 +45,13 @@ def record_json(record: DraftRecord) -> dict:
     }
 
 
-def session_json(session: MultipartUploadSession, parts_url: list[str] | None = None) -> dict:
-    """An upload session (the seed's ``multipart_upload``), optionally with part URLs."""
-    return session.as_session(parts_url=parts_url)
+def file_json(record: DraftRecord, entry: FileEntry, *, parts_url: bool = False) -> dict[str, Any]:
+    """A file of a record: pending while its upload is in progress.
 
-
-def file_json(record: DraftRecord, entry: FileEntry) -> dict:
-    """A file of a record: pending while its upload is in progress."""
-    obj, session = entry.obj, entry.session
-    pid, key = record.pid_value, obj.key
+    :param parts_url: include the session's presigned part URLs (the answer to starting an upload).
+    """
+    session = entry.session
+    pid, key = record.pid_value, entry.key
     published = record.status == PUBLISHED
     bp = RECORDS if published else DRAFTS
     links = {"self": _url(f"{bp}.file", pid_value=pid, key=key)}
@@ -64,22 +64,22 @@ def file_json(record: DraftRecord, entry: FileEntry) -> dict:
         links["abort"] = _url(f"{DRAFTS}.{DRAFTS}_upload_abort", pid_value=pid, key=key)
     data = {
         "key": key,
-        "size": obj.file.size,
-        "mimetype": obj.mimetype,
-        "checksum": obj.file.checksum,
+        "size": entry.size,
+        "mimetype": entry.mimetype,
+        "checksum": entry.checksum,
         "status": "pending" if entry.pending else "completed",
-        "created": _iso(obj.created),
-        "updated": _iso(obj.updated),
+        "created": _iso(entry.created),
+        "updated": _iso(entry.updated),
         "links": links,
     }
     if session is not None:
         # With the part size, anyone can recompute the s3etag checksum from the file.
         data["part_size"] = session.part_size
         if entry.pending:
-            data["multipart_upload"] = session_json(session)
+            data["multipart_upload"] = session.to_json(parts_url=parts_url)
     return data
 
 
-def parts_json(parts: list[UploadedPart]) -> list[dict]:
+def parts_json(parts: list[UploadedPart]) -> list[dict[str, Any]]:
     """S3's part list in S3's own spelling (what Uppy expects too)."""
     return [{"PartNumber": p.number, "ETag": f'"{p.etag}"', "Size": p.size} for p in parts]

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from ..rest.conftest import *  # noqa: F401,F403  (app, users, owner, api_url, draft, state)
-from .s3proxy import FaultProxy
+from ..fault_proxy import FaultProxy
+from ..rest.conftest import *  # noqa: F403  (app, users, owner, api_url, draft, state)
 
 MiB = 1024 * 1024
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,7 +28,7 @@ except ImportError:  # not installed: test the source tree all the same
 
 
 @pytest.fixture(scope="module")
-def s3_proxy(s3_server):
+def module_proxy(s3_server):
     """The proxy in front of the backend's S3 (one per module, like the app)."""
     proxy = FaultProxy(s3_server).start()
     yield proxy
@@ -36,13 +36,13 @@ def s3_proxy(s3_server):
 
 
 @pytest.fixture(scope="module")
-def app_config(app_config, s3_proxy, database_uri):
+def app_config(app_config, module_proxy, database_uri):
     """The app signs URLs for (and talks to S3 through) the proxy.
 
     (``database_uri`` is named so that pytest keeps parametrising over the
     databases through this override.)
     """
-    return {**app_config, "S3_ENDPOINT_URL": s3_proxy.url}
+    return {**app_config, "S3_ENDPOINT_URL": module_proxy.url}
 
 
 @pytest.fixture(autouse=True)
@@ -51,15 +51,16 @@ def _fresh_proxy(request):
 
     It checks Content-MD5 itself where the backend does not (moto).
     """
-    if "s3_proxy" in request.fixturenames:
-        backend = request.getfixturevalue("s3_backend")
-        request.getfixturevalue("s3_proxy").reset(check_content_md5=backend.name == "moto")
+    if "module_proxy" in request.fixturenames:
+        proxy = request.getfixturevalue("module_proxy")
+        proxy.reset()
+        proxy.check_content_md5 = request.getfixturevalue("s3_backend").name == "moto"
 
 
 @pytest.fixture()
-def proxy(s3_proxy):
+def proxy(module_proxy):
     """The proxy in front of S3, fresh for this test."""
-    return s3_proxy
+    return module_proxy
 
 
 @pytest.fixture()

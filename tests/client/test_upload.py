@@ -144,7 +144,7 @@ def test_dropped_and_corrupted_parts_are_retried(make_uploader, make_file, proxy
 @pytest.mark.s3_backends("moto")  # Ceph checks Content-MD5 itself: it never accepts the damaged part
 def test_damaged_part_that_s3_accepts_is_caught_by_its_etag(make_uploader, make_file, proxy, owner):
     """An S3 that does not check Content-MD5 stores damaged bytes; the part's ETag gives it away."""
-    proxy.state.check_content_md5 = False
+    proxy.check_content_md5 = False
     path = make_file("etag.bin", 2 * 5 * MiB + 5)
     proxy.add_fault("corrupt", part=2)
     result = make_uploader().upload(path)
@@ -269,7 +269,7 @@ def test_part_changed_after_hashing_is_reported_not_retried(make_uploader, make_
     from oarepo_s3_client import FileChanged, TransferConfig
 
     path = make_file("changing.bin", 4 * 5 * MiB)
-    proxy.set_put_delay(0.5)
+    proxy.slow_parts(0.5)
     config = TransferConfig(concurrency=1, part_size=5 * MiB, checksum="md5", backoff_initial=0.01,
                             backoff_max=0.05)
     uploader = make_uploader(config=config, subscribers=[OnFirstBytes(lambda: flip_byte(path, 3 * 5 * MiB + 10))])

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from oarepo_s3.s3 import S3Client, build_boto3_client
+from oarepo_s3.s3 import S3Client
 
 from ..rest.conftest import api_url, app, draft, owner, state, users  # noqa: F401  (fixtures)
 
@@ -36,8 +36,7 @@ def control_client_switch(app):
     original = state.__dict__.get("s3")
 
     def use(endpoint: str, **config) -> None:
-        state.__dict__["s3"] = S3Client(build_boto3_client({**app.config, "S3_ENDPOINT_URL": endpoint, **config}),
-                                        tenant=app.config.get("S3_TENANT"))
+        state.__dict__["s3"] = S3Client.from_config({**app.config, "S3_ENDPOINT_URL": endpoint, **config})
 
     try:
         yield use

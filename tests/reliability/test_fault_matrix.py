@@ -1,6 +1,6 @@
 """S3 faults during every operation that talks to S3: the fault matrix.
 
-The app's control client goes through tests/s3_proxy.py (a fault-injecting
+The app's control client goes through tests/fault_proxy.py (a fault-injecting
 HTTP proxy in front of the S3 server); presigned URLs still point at S3
 itself. For each operation x fault the test records what the caller saw,
 whether the database and S3 stayed as they were, whether a retry without the
@@ -18,7 +18,6 @@ moto only.
 
 from __future__ import annotations
 
-import time
 from datetime import timedelta
 
 import pytest
@@ -27,9 +26,9 @@ from invenio_db import db
 from oarepo_s3.cleanup import run_cleanup, sweep_orphans
 from oarepo_s3.models import MultipartUploadSession, utcnow
 
+from ..fault_proxy import FaultProxy
 from ..helpers import put_parts
 from ..rest.conftest import start_upload
-from ..s3_proxy import FaultProxy
 from .books import books_problems
 from .conftest import control_client_switch
 
@@ -55,31 +54,25 @@ def proxy(app, s3_server):
         proxy.stop()
 
 
-def inject(proxy, fault: str, methods) -> list:
-    """Start the fault; return the proxy rules (to wait for held requests)."""
+def inject(proxy, fault: str, methods) -> None:
+    """Start the fault."""
     if fault == "unreachable":
         proxy.use("http://127.0.0.1:9")
-        return []
-    rules = []
+        return
     for method in methods:
         if fault == "slow":
-            rules.append(proxy.delay(method, SLOW_SECONDS))
+            proxy.add_fault("delay", method, seconds=SLOW_SECONDS, times=None)
         elif fault == "503 once":
-            rules.append(proxy.fail(method, times=1, status=503, code="SlowDown"))
+            proxy.add_fault("fail", method, times=1, status=503, code="SlowDown")
         else:
             status, code = (500, "InternalError") if fault == "500" else (503, "SlowDown")
-            rules.append(proxy.fail(method, times=None, status=status, code=code))
-    return rules
+            proxy.add_fault("fail", method, times=None, status=status, code=code)
 
 
-def clear(proxy, rules) -> None:
-    """Stop the fault; wait until requests the proxy held have reached S3 (they still do)."""
+def clear(proxy) -> None:
+    """Stop the fault; wait until requests the proxy delayed have reached S3 (they still do)."""
     proxy.use(proxy.url)
-    for rule in rules:
-        if rule.action == "delay":
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline and proxy.forwarded(rule.method) < rule.seen:
-                time.sleep(0.05)
+    proxy.wait_idle(settle=0.1)
     proxy.reset()
 
 
@@ -121,9 +114,9 @@ def test_fault(operation, fault, proxy, owner, draft, state, s3_client, s3_bucke
         return {"status": r.status_code, "retry_after": r.headers.get("Retry-After")}
 
     before = state()
-    rules = inject(proxy, fault, ALL_METHODS if operation == "sign" else [S3_METHOD[operation]])
+    inject(proxy, fault, ALL_METHODS if operation == "sign" else [S3_METHOD[operation]])
     first = attempt()
-    clear(proxy, rules)
+    clear(proxy)
     after = state()
     outcome = {
         "first": first,

@@ -28,7 +28,7 @@ import requests
 from ..conftest import DATABASES, ROOT
 
 sys.path.insert(0, str(ROOT / "client"))
-from oarepo_s3_client import Uploader  # noqa: E402
+from oarepo_s3_client import Uploader
 
 pytestmark = [pytest.mark.slow, pytest.mark.s3_backends("moto")]
 
@@ -53,7 +53,7 @@ def _free_port() -> int:
 
 @pytest.fixture()
 def gunicorn(app_config, db, location, users, tmp_path):
-    """gunicorn with WORKERS sync workers serving the demo app on the test's database and S3."""
+    """gunicorn with WORKERS sync workers serving the API app (oarepo_s3.app) on the test's database and S3."""
     port = _free_port()
     config = {k: v for k, v in app_config.items() if k != "TESTING"}
     env = {**os.environ, "OAREPO_S3_LOAD_CONFIG": json.dumps(config)}

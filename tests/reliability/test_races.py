@@ -31,9 +31,9 @@ from invenio_files_rest.models import ObjectVersion
 from oarepo_s3.cleanup import expire_uploads
 from oarepo_s3.models import MultipartUploadSession
 
+from ..fault_proxy import FaultProxy
 from ..helpers import put_parts
 from ..rest.conftest import start_upload
-from ..s3_proxy import FaultProxy
 from .books import books_problems
 from .conftest import control_client_switch
 
@@ -109,7 +109,7 @@ def test_two_completions_at_once(app, owner, draft, proxy, s3_client, s3_bucket,
         upload = ready_upload(owner, draft, f"cc-{i}.bin")
         url = upload["links"]["complete"]
         if i == 0:  # held: the second completion arrives while S3 completes the first
-            rule = proxy.hold("POST", nth=1)
+            rule = proxy.add_fault("hold", "POST")
             with ThreadPoolExecutor(2) as pool:
                 first = pool.submit(post, api(), url, {})
                 assert rule.reached.wait(30)
@@ -153,7 +153,7 @@ def test_completion_against_abort(app, owner, draft, proxy, s3_client, s3_bucket
         links = upload["links"]
         calls = {"complete": (links["complete"], {}), "abort": (links["abort"], None)}
         if i == 0:
-            rule = proxy.hold("POST" if first_one == "complete" else "DELETE", nth=1)
+            rule = proxy.add_fault("hold", "POST" if first_one == "complete" else "DELETE")
             other = "abort" if first_one == "complete" else "complete"
             with ThreadPoolExecutor(2) as pool:
                 first = pool.submit(post, api(), *calls[first_one])
@@ -205,7 +205,7 @@ def test_completion_against_cleanup_at_expiry(app, owner, draft, proxy, s3_clien
         complete = (upload["links"]["complete"], {})
         cleanup = in_app_thread(app, lambda: cleanup_at_expiry(expires))
         if i == 0:
-            rule = proxy.hold("POST" if first_one == "complete" else "DELETE", nth=1)
+            rule = proxy.add_fault("hold", "POST" if first_one == "complete" else "DELETE")
             with ThreadPoolExecutor(2) as pool:
                 if first_one == "complete":
                     first = pool.submit(post, api(), *complete)
@@ -261,7 +261,7 @@ def test_two_inits_of_the_same_key(app, owner, draft, proxy, s3_client, s3_bucke
         key = f"ii-{i}.bin"
         body = {"key": key, "size": 10}
         if i == 0:  # held: the second init arrives while S3 creates the first one's upload
-            rule = proxy.hold("POST", nth=1)
+            rule = proxy.add_fault("hold", "POST")
             with ThreadPoolExecutor(2) as pool:
                 first = pool.submit(post, owner.api(), url, body)
                 assert rule.reached.wait(30)

@@ -8,6 +8,6 @@ from __future__ import annotations
 import json
 import os
 
-from demo.app import create_app
+from oarepo_s3.app import create_app
 
 application = create_app(json.loads(os.environ["OAREPO_S3_LOAD_CONFIG"]), sqlite_immediate=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC
 
 import pytest
 import requests
@@ -11,8 +12,9 @@ from invenio_access.models import ActionUsers
 from invenio_access.permissions import superuser_access
 from invenio_oauth2server.models import Token
 
-from demo.app import create_app
+from oarepo_s3.app import create_app
 from oarepo_s3.views import multipart_actions
+
 
 @pytest.fixture(scope="module")
 def app(app_config):
@@ -50,9 +52,9 @@ def _create_user(app, db, email, admin=False) -> User:
 
     user = datastore.create_user(email=email, password=hash_password(password), active=True)
     db.session.flush()
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    user.confirmed_at = datetime.now(timezone.utc)
+    user.confirmed_at = datetime.now(UTC)
     if admin:
         db.session.add(ActionUsers.allow(superuser_access, user=user))
     token = Token.create_personal(f"token-{email}", user.id, scopes=[], is_internal=False)

@@ -190,7 +190,7 @@ def test_another_drafts_upload_id(owner, draft, api_url, state):
 
 
 def test_s3_down_is_503_and_changes_nothing(owner, draft, state, app, monkeypatch):
-    from oarepo_s3.s3 import S3Client, build_boto3_client
+    from oarepo_s3.s3 import S3Client
 
     created = start_upload(owner, draft, key="d.bin", size=10)
     before = state()
@@ -200,7 +200,7 @@ def test_s3_down_is_503_and_changes_nothing(owner, draft, state, app, monkeypatc
         s3_state = current_oarepo_s3._get_current_object()
         s3_state.presigner
         config = {**app.config, "S3_ENDPOINT_URL": "http://127.0.0.1:9", "OAREPO_S3_MAX_ATTEMPTS": 1}
-        monkeypatch.setitem(s3_state.__dict__, "s3", S3Client(build_boto3_client(config)))
+        monkeypatch.setitem(s3_state.__dict__, "s3", S3Client.from_config(config))
     api = owner.api()
     for method, url, body in [
         ("POST", f"{draft['links']['files']}?multipart=True", {"key": "new.bin", "size": 5}),

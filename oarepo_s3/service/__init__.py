@@ -1,0 +1,41 @@
+"""The upload lifecycle: the one layer that changes uploads, files and their books.
+
+Every door (REST and Uppy views, the seed's views, ``record.files[key] =
+mu`` through the storage, InvenioRDM's transfer, the cleanup) calls these
+functions; they own the transactions (:mod:`.transaction`), the lock order
+(:mod:`.locks`) and the S3 calls that go with them. Nothing below the
+service commits; nothing in it imports a door.
+
+``in_progress -> complete | aborted | expired``; a terminal state never changes.
+"""
+
+from .complete import ReportedPart, complete_upload, multipart_etag
+from .files import abort_file_upload, delete_file, freeze_bucket, get_file, list_files, send_file, upload_of
+from .signing import SessionRef, get_session, list_uploaded_parts, session_of, sign_parts, url_lifetime
+from .start import create_empty_file, start_upload
+from .terminate import abort_upload, expire_upload
+from .transaction import atomic
+
+__all__ = (
+    "ReportedPart",
+    "SessionRef",
+    "abort_file_upload",
+    "abort_upload",
+    "atomic",
+    "complete_upload",
+    "create_empty_file",
+    "delete_file",
+    "expire_upload",
+    "freeze_bucket",
+    "get_file",
+    "get_session",
+    "list_files",
+    "list_uploaded_parts",
+    "multipart_etag",
+    "send_file",
+    "session_of",
+    "sign_parts",
+    "start_upload",
+    "upload_of",
+    "url_lifetime",
+)
