@@ -44,9 +44,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import itertools
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from functools import lru_cache
 from urllib.parse import quote, urlsplit
 
@@ -57,6 +58,9 @@ SIGV4_MAX_EXPIRES = 7 * 24 * 3600
 
 MAX_PART_NUMBER = 10000
 """S3 numbers multipart upload parts 1..10000."""
+
+MAX_PART_BYTES = 5 * 1024**3
+"""S3's largest part (5 GiB)."""
 
 _ALGORITHM = "AWS4-HMAC-SHA256"
 _SERVICE = "s3"
@@ -144,6 +148,13 @@ def _check_expires(expires_in: int) -> str:
             f"(SigV4 presigned URLs live at most 7 days), got {expires_in!r}"
         )
     return str(expires_in)
+
+
+def _check_content_length(length: int) -> str:
+    """Validate a part's length (1 byte to 5 GiB, S3's largest part) and return it as the header value."""
+    if type(length) is not int or not 1 <= length <= MAX_PART_BYTES:
+        raise ValueError(f"content_length must be an integer from 1 to {MAX_PART_BYTES}, got {length!r}")
+    return str(length)
 
 
 def _check_part_number(part_number: int) -> str:
@@ -385,10 +396,14 @@ class SigV4Presigner:
         expires_in: int,
         content_md5: str | None = None,
         content_sha256: str | None = None,
+        content_length: int | None = None,
         now: float | None = None,
     ) -> str:
         """A presigned UploadPart (``PUT``) URL for one part.
 
+        With ``content_length`` the ``Content-Length`` header is signed: S3
+        refuses a body of any other length (a client cannot store more, or
+        less, than the part planned).
         With ``content_md5`` the client must send that ``Content-MD5`` header,
         and S3 rejects a part whose body does not match it (400 ``BadDigest``).
         With ``content_sha256`` (lowercase hex) the client must send that
@@ -397,6 +412,8 @@ class SigV4Presigner:
         costs a client with SHA extensions less than half of what MD5 does.
         """
         headers = {}
+        if content_length is not None:
+            headers["Content-Length"] = _check_content_length(content_length)
         if content_md5 is not None:
             headers["Content-MD5"] = content_md5
         if content_sha256 is not None:
@@ -421,15 +438,19 @@ class SigV4Presigner:
         part_numbers: Iterable[int],
         *,
         expires_in: int,
+        content_lengths: Iterable[int] | None = None,
         now: float | None = None,
     ) -> list[str]:
         """Presigned UploadPart URLs for many parts, all signed at one instant.
 
         The hot path: the canonical request differs between parts only in the
-        part number, so its SHA-256 state is advanced over the common prefix
-        once and copied per part; each URL then costs one short SHA-256
-        update and one HMAC with the cached day key.  Equal, URL for URL, to
-        calling :meth:`upload_part_url` at the same ``now``.
+        part number (and signed length), so its SHA-256 state is advanced over
+        the common prefix once and copied per part; each URL then costs one
+        short SHA-256 update and one HMAC with the cached day key.  Equal, URL
+        for URL, to calling :meth:`upload_part_url` at the same ``now``.
+
+        :param content_lengths: each part's length, in the order of
+            ``part_numbers``, signed as its ``Content-Length``.
         """
         if not isinstance(key, str) or not key:
             raise ValueError("key must be a non-empty string")
@@ -444,17 +465,24 @@ class SigV4Presigner:
             f"&X-Amz-Date={amz_date}&X-Amz-Expires={expires}"
         )
         token = "" if self._token is None else f"&X-Amz-Security-Token={self._token}"
+        signed_headers = "host" if content_lengths is None else "content-length%3Bhost"
         # Canonical query is sorted: upper-case X-Amz-* < partNumber < uploadId.
-        head = hashlib.sha256(f"PUT\n{path}\n{auth}{token}&X-Amz-SignedHeaders=host&partNumber=".encode())
-        tail = f"&uploadId={upload}\nhost:{host}\n\nhost\n{_UNSIGNED_PAYLOAD}".encode()
+        head = hashlib.sha256(f"PUT\n{path}\n{auth}{token}&X-Amz-SignedHeaders={signed_headers}&partNumber=".encode())
+        tails: Iterator[bytes]
+        if content_lengths is None:
+            tails = itertools.repeat(f"&uploadId={upload}\nhost:{host}\n\nhost\n{_UNSIGNED_PAYLOAD}".encode())
+        else:
+            between = f"&uploadId={upload}\ncontent-length:".encode()
+            after = f"\nhost:{host}\n\ncontent-length;host\n{_UNSIGNED_PAYLOAD}".encode()
+            tails = (between + _check_content_length(length).encode("ascii") + after for length in content_lengths)
         sts_head = f"{_ALGORITHM}\n{amz_date}\n{day_key.scope}\n".encode("ascii")
         url_head = f"{origin}{path}?uploadId={upload}&partNumber="
-        url_tail = f"&{auth}&X-Amz-SignedHeaders=host{token}&X-Amz-Signature="
+        url_tail = f"&{auth}&X-Amz-SignedHeaders={signed_headers}{token}&X-Amz-Signature="
 
         inner, outer = day_key.inner, day_key.outer
         urls: list[str] = []
         append = urls.append
-        for part_number in part_numbers:
+        for part_number, tail in zip(part_numbers, tails, strict=content_lengths is not None):
             number = _check_part_number(part_number)
             digest = head.copy()
             digest.update(number.encode("ascii") + tail)

@@ -70,6 +70,6 @@ def point_s3_at(app, monkeypatch, endpoint_url: str, **overrides) -> None:
     from oarepo_s3.s3 import S3Client
 
     state = current_oarepo_s3._get_current_object()
-    state.presigner  # built from the real endpoint first
+    _ = state.presigner  # built from the real endpoint first (a cached property), before the switch
     config = {**app.config, "S3_ENDPOINT_URL": endpoint_url, **overrides}
     monkeypatch.setitem(state.__dict__, "s3", S3Client.from_config(config))

@@ -194,7 +194,9 @@ def ceph_rgw():
     try:
         started = subprocess.run([script, "start", str(state)], capture_output=True, text=True, env=env, timeout=900)
     except subprocess.TimeoutExpired as e:
-        started = subprocess.CompletedProcess(e.cmd, 124, e.stdout or "", f"{e.stderr or ''}\ntimed out after {e.timeout}s")
+        started = subprocess.CompletedProcess(
+            e.cmd, 124, e.stdout or "", f"{e.stderr or ''}\ntimed out after {e.timeout}s"
+        )
     exports = dict(
         word.split("=", 1) for word in shlex.split(started.stdout) if "=" in word
     ) if started.returncode == 0 else {}

@@ -26,9 +26,9 @@ moto does not check ``Content-MD5``; with :attr:`FaultProxy.check_content_md5`
 the proxy refuses a PUT whose bytes do not match it with S3's own ``400
 BadDigest`` (AWS and Ceph RGW do it themselves, so the Ceph lane leaves it off).
 
-The client's SHA-256 probe (``PROBE_BODY``: known bytes PUT as a part with
-another SHA-256 signed in) is recognised, listed apart by
-:meth:`FaultProxy.probes` and never faulted, so part faults hit file parts.
+The client's SHA-256 probe (a part PUT with ``PROBE_SHA256``, the hash of no
+part, signed in) is recognised, listed apart by :meth:`FaultProxy.probes`
+and never faulted, so part faults hit file parts.
 """
 
 from __future__ import annotations
@@ -47,10 +47,10 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 try:
-    from oarepo_s3_client.sender import PROBE_BODY
+    from oarepo_s3_client.sender import PROBE_SHA256
 except ImportError:  # the client is not installed: use its source tree (as tests/client/conftest.py does)
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "client"))
-    from oarepo_s3_client.sender import PROBE_BODY
+    from oarepo_s3_client.sender import PROBE_SHA256
 
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer",
                         "upgrade", "expect", "content-length"})
@@ -212,7 +212,7 @@ class FaultProxy:
         return [e for e in self.log if e.is_part_put and not e.is_probe and status in (None, e.status)]
 
     def probes(self) -> list[Exchange]:
-        """The client's SHA-256 probes: a few known bytes PUT as a part with another SHA-256 signed in."""
+        """The client's SHA-256 probes: a part PUT with a SHA-256 signed in that no part has."""
         return [e for e in self.log if e.is_part_put and e.is_probe]
 
     def aborts(self, upload_id: str | None = None, status: int | None = None) -> list[Exchange]:
@@ -265,7 +265,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _serve(self, e: Exchange) -> None:
         proxy = self.proxy
         length = int(self.headers.get("Content-Length") or 0)
-        if length != len(PROBE_BODY) and (fault := proxy._take(e, early=True)):
+        e.is_probe = self.headers.get("x-amz-content-sha256") == PROBE_SHA256
+        if not e.is_probe and (fault := proxy._take(e, early=True)):
             e.action = fault.action
             self._error(e, fault)
             return self._cut()  # the unread body makes the client's send fail (reset)
@@ -276,7 +277,6 @@ class _Handler(BaseHTTPRequestHandler):
             e.action, e.status = "client-gone", -1
             self.close_connection = True
             return
-        e.is_probe = body == PROBE_BODY
         fault = None if e.is_probe else proxy._take(e, early=False)
         action = e.action = fault.action if fault else "forward"
         if action == "drop":

@@ -2,9 +2,11 @@
 
 RGW checks the body of a part PUT against the ``x-amz-content-sha256`` signed
 into its URL, except when the body is empty: then it stores a 0-byte part
-whatever was signed (seen with 16.2.15). Completion must not be fooled by
-such a part: the service checks every part's size against the plan before
-S3 Complete, so the upload stays resumable and nothing incomplete is stored.
+whatever was signed (seen with 16.2.15). Every part URL also signs the part's
+``Content-Length``, so an empty (or any shorter or longer) body no longer
+gets that far: RGW refuses its signature. Behind that, completion checks
+every part's size against the plan before S3 Complete, for S3s that check no
+signatures.
 
 Ceph only (conftest deselects ``test_ceph_*`` on other backends).
 """
@@ -58,26 +60,27 @@ def s3_code(response) -> str:
 def test_damaged_or_shortened_body_is_refused(upload, s3_client):
     session, payload = upload
     part = payload[: 5 * MiB]
-    for body in (part[:-1] + b"\0", part[: len(part) // 2]):
-        response = put_with_sha256(session, 1, part, body)
-        assert response.status_code == 400 and s3_code(response) == "XAmzContentSHA256Mismatch", response.text
+    damaged = put_with_sha256(session, 1, part, part[:-1] + b"\0")  # the signed length, other bytes
+    assert damaged.status_code == 400 and s3_code(damaged) == "XAmzContentSHA256Mismatch", damaged.text
+    shortened = put_with_sha256(session, 1, part, part[: len(part) // 2])  # not the signed length
+    assert shortened.status_code == 403 and s3_code(shortened) == "SignatureDoesNotMatch", shortened.text
     assert s3_client.list_parts(Bucket=session["bucket"], Key=session["key"],
                                 UploadId=session["upload_id"]).get("Parts", []) == []
 
 
-def test_empty_body_slips_through_rgw_but_completion_refuses_it(upload, s3_client):
+def test_the_empty_body_gap_is_closed_by_the_signed_length(upload, s3_client):
     session, payload = upload
     part1, part2 = payload[: 5 * MiB], payload[5 * MiB :]
     empty = put_with_sha256(session, 1, part1, b"")
-    assert empty.status_code == 200  # RGW 16's gap: the signed hash is not checked for an empty body
+    # RGW 16 would store an empty body whatever SHA-256 was signed; its signed Content-Length refuses it.
+    assert empty.status_code == 403 and s3_code(empty) == "SignatureDoesNotMatch", empty.text
     assert put_with_sha256(session, 2, part2, part2).status_code == 200
 
-    with pytest.raises(PartsMismatch, match="1"):
+    with pytest.raises(PartsMismatch, match="parts 1 are not in S3"):
         complete_upload(session["id"], None)
-    row = get_session(session["id"])
-    assert row.status is MultipartUploadStatus.IN_PROGRESS
+    assert get_session(session["id"]).status is MultipartUploadStatus.IN_PROGRESS
     assert "Contents" not in s3_client.list_objects_v2(Bucket=session["bucket"])
 
-    assert put_with_sha256(session, 1, part1, part1).status_code == 200  # the resumed client re-sends it
+    assert put_with_sha256(session, 1, part1, part1).status_code == 200  # the resumed client sends it
     assert complete_upload(session["id"], None).status is MultipartUploadStatus.COMPLETE
     assert s3_client.get_object(Bucket=session["bucket"], Key=session["key"])["Body"].read() == payload

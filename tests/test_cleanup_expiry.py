@@ -82,7 +82,7 @@ def test_expiry_gives_the_quota_back_and_the_previous_version_becomes_head_again
 
 def test_oldest_first_within_the_limit_and_nothing_twice(location, s3_client, s3_bucket):
     sessions = start_uploads(new_record(), 4)
-    for hours, session in zip((4, 3, 2, 1), sessions):
+    for hours, session in zip((4, 3, 2, 1), sessions, strict=True):
         row = db.session.get(MultipartUploadSession, session["id"])
         row.expires = utcnow() - timedelta(hours=hours)
     db.session.commit()
@@ -137,7 +137,9 @@ def test_a_failing_receiver_does_not_stop_the_cleanup(location, received):
     assert set(statuses().values()) == {EXPIRED}
 
 
-def test_an_s3_refusal_leaves_that_upload_and_its_file_and_the_run_goes_on(location, proxy, s3_via, s3_client, s3_bucket):
+def test_an_s3_refusal_leaves_that_upload_and_its_file_and_the_run_goes_on(
+    location, proxy, s3_via, s3_client, s3_bucket
+):
     record = new_record()
     sessions = start_uploads(record, 3)
     backdate([s["id"] for s in sessions])

@@ -111,7 +111,10 @@ def test_cleanup_exits_non_zero_when_s3_fails(app, location, monkeypatch):
     point_s3_at(app, monkeypatch, "http://127.0.0.1:9", OAREPO_S3_MAX_ATTEMPTS=1, OAREPO_S3_CONNECT_TIMEOUT=1)
     result = invoke(app, "cleanup")
     assert result.exit_code == 1
-    assert f"FAILED session {sessions[0]['id']}: S3 abort_multipart_upload failed at http://127.0.0.1:9" in result.output
+    assert (
+        f"FAILED session {sessions[0]['id']}: S3 abort_multipart_upload failed at http://127.0.0.1:9"
+        in result.output
+    )
     assert "1 failures (stopped: S3 cannot be reached)" in result.output
     assert set(statuses().values()) == {MultipartUploadStatus.IN_PROGRESS}
 
@@ -146,8 +149,10 @@ def test_cors_without_origin_allows_any_site_and_says_so(app, location, s3_clien
 def test_check_names_what_is_wrong(app, location, s3_client, s3_bucket):
     result = invoke(app, "check")
     assert result.exit_code == 1
-    assert f"FAIL  bucket {s3_bucket} CORS: none set, so browsers cannot upload; run `invenio oarepo-s3 cors {s3_bucket}" \
-        in result.output
+    assert (
+        f"FAIL  bucket {s3_bucket} CORS: none set, so browsers cannot upload; "
+        f"run `invenio oarepo-s3 cors {s3_bucket}"
+    ) in result.output
     assert result.output.splitlines()[-1] == "1 check failed"
 
     s3_client.put_bucket_cors(Bucket=s3_bucket, CORSConfiguration={"CORSRules": [

@@ -269,7 +269,8 @@ def test_upload_part_with_content_sha256_matches_botocore(
     ):
         return
     client = make_client(setup["endpoint"], setup["region"], setup["style"])
-    client._request_signer._credentials = botocore.credentials.Credentials(setup["access"], setup["secret"], setup["token"])
+    credentials = botocore.credentials.Credentials(setup["access"], setup["secret"], setup["token"])
+    client._request_signer._credentials = credentials
 
     def add_payload_hash(request, **kwargs):
         request.headers["X-Amz-Content-SHA256"] = content_sha256
@@ -592,6 +593,48 @@ def test_ceph_tenant_bucket_matches_botocore(style):
             ExpiresIn=600,
         )
     mine = ours.upload_part_url("tenant_1:data", "a/b", "u", 3, expires_in=600,
-                                now=instant.replace(tzinfo=datetime.timezone.utc).timestamp())
+                                now=instant.replace(tzinfo=datetime.UTC).timestamp())
     assert mine == theirs
     assert "/tenant_1%3Adata/a/b?" in mine
+
+
+@settings(property_settings, max_examples=300)
+@given(setups, buckets, keys, upload_ids, st.lists(st.tuples(part_numbers, st.integers(1, 5 * 1024**3)), min_size=1,
+                                                   max_size=8), expiries, instants, st.none() | content_md5s)
+def test_upload_part_with_signed_content_length_matches_botocore(
+    setup, bucket, key, upload_id, parts, expires_in, instant, content_md5
+):
+    """``Content-Length`` signed into part URLs (S3 then refuses a body of another length), as botocore signs it."""
+    ours = presigner(setup)
+    now = epoch(instant)
+    if refused_virtual_on_ip(
+        setup, bucket, lambda: ours.upload_part_url(bucket, key, upload_id, 1, expires_in=1, now=now)
+    ):
+        return
+    expected = []
+    for number, length in parts:
+        params = {"Bucket": bucket, "Key": key, "UploadId": upload_id, "PartNumber": number, "ContentLength": length}
+        if content_md5 is not None:
+            params["ContentMD5"] = content_md5
+        expected.append(boto_url(setup, "upload_part", params, expires_in, instant))
+    assert all("content-length" in url for url in expected)
+    singles = [ours.upload_part_url(bucket, key, upload_id, n, expires_in=expires_in, content_length=length,
+                                    content_md5=content_md5, now=now) for n, length in parts]
+    assert singles == expected
+    if content_md5 is None:
+        batch = ours.upload_part_urls(bucket, key, upload_id, [n for n, _ in parts], expires_in=expires_in,
+                                      content_lengths=[length for _, length in parts], now=now)
+        assert batch == expected
+
+
+@pytest.mark.parametrize("bad", [0, -1, 5 * 1024**3 + 1, 1.0, "5", True])
+def test_content_length_must_be_a_part_size(bad):
+    with pytest.raises(ValueError, match="content_length"):
+        presigner(SETUP).upload_part_url("b", "k", "u", 1, expires_in=60, content_length=bad)
+    with pytest.raises(ValueError, match="content_length"):
+        presigner(SETUP).upload_part_urls("b", "k", "u", [1], expires_in=60, content_lengths=[bad])
+
+
+def test_upload_part_urls_needs_one_length_per_part():
+    with pytest.raises(ValueError):
+        presigner(SETUP).upload_part_urls("b", "k", "u", [1, 2], expires_in=60, content_lengths=[5])

@@ -17,7 +17,13 @@ LIMITS = PartLimits()
 
 @pytest.mark.parametrize(
     "size, part_size, count",
-    [(1, 5 * MiB, 1), (5 * MiB, 5 * MiB, 1), (5 * MiB + 1, 5 * MiB, 2), (15 * MiB, 5 * MiB, 3), (15 * MiB + 1, 5 * MiB, 4)],
+    [
+        (1, 5 * MiB, 1),
+        (5 * MiB, 5 * MiB, 1),
+        (5 * MiB + 1, 5 * MiB, 2),
+        (15 * MiB, 5 * MiB, 3),
+        (15 * MiB + 1, 5 * MiB, 4),
+    ],
 )
 def test_part_count_is_exact_ceiling(size, part_size, count):
     assert part_count(size, part_size) == count  # the original library was off by one here

@@ -166,7 +166,7 @@ class Workers:
     def stop_all(self) -> None:
         for process in self.processes.values():
             process.terminate()
-        for name, process in list(self.processes.items()):
+        for _, process in list(self.processes.items()):
             try:
                 process.wait(20)
             except subprocess.TimeoutExpired:

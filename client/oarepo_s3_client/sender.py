@@ -23,7 +23,8 @@ DIGEST_CODES = frozenset(("BadDigest", "InvalidDigest", "XAmzContentSHA256Mismat
 """S3's answers to a body that does not match the digest signed into its URL."""
 RETRYABLE_S3_CODES = DIGEST_CODES | {"RequestTimeout", "IncompleteBody", "SlowDown"}
 """S3 refusals that sending the part again cures (the digest codes: damaged on the way)."""
-PROBE_BODY = b"oarepo-s3: does this S3 verify signed SHA-256 payload hashes?"
+PROBE_SHA256 = hashlib.sha256(b"oarepo-s3: does this S3 verify signed SHA-256 payload hashes?").hexdigest()
+"""The SHA-256 the probe signs into its part's URL: never the hash of a real part, so S3 must refuse it."""
 
 
 
@@ -247,21 +248,22 @@ class PartSender:
             entry["md5"] = md5_base64(md5)
         upload.journal.append(entry)
 
-    def server_verifies_sha256(self, upload: FileUpload, part_number: int) -> bool:
+    def server_verifies_sha256(self, upload: FileUpload, part: PartRange) -> bool:
         """Probe: does S3 refuse a body whose SHA-256 differs from the one signed into its URL?
 
-        PUTs a few bytes as part ``part_number`` (one that is about to be sent
-        anyway, so a server that accepts the probe has it overwritten) with
-        the SHA-256 of other bytes. ``XAmzContentSHA256Mismatch`` means S3
-        verifies; anything else (200 from moto, an old API refusing
-        ``content_sha256``...) means it cannot be relied on.
+        PUTs ``part`` (one that is about to be sent anyway, so a server that
+        accepts the probe has it overwritten by the same bytes) with
+        :data:`PROBE_SHA256` signed in. The whole part goes: its URL signs its
+        length, so S3 would refuse a shorter probe for that alone.
+        ``XAmzContentSHA256Mismatch`` means S3 verifies; anything else (200
+        from moto, an old API refusing ``content_sha256``...) means it cannot
+        be relied on.
         """
-        wrong = hashlib.sha256(PROBE_BODY + b"!").hexdigest()
         try:
-            signed = self.ctx.api.sign(upload.links["sign"], {part_number: wrong}, now=self.ctx.clock(),
-                                       algorithm="sha256")[part_number]
-            response = self.ctx.s3.put(signed.url, data=PROBE_BODY, headers=signed.headers,
-                                       timeout=(self.ctx.config.connect_timeout, self.ctx.config.read_timeout))
-        except (ApiError, requests.RequestException):
+            signed = self.ctx.api.sign(upload.links["sign"], {part.number: PROBE_SHA256}, now=self.ctx.clock(),
+                                       algorithm="sha256")[part.number]
+            response = self.ctx.transport.put(signed.url, signed.headers, upload.reader, part.offset, part.length,
+                                              lambda n: None, lambda: self._stopped(upload))
+        except (ApiError, requests.RequestException, S3Unreachable):
             return False
         return response.status_code == 400 and s3_error_code(response) == "XAmzContentSHA256Mismatch"

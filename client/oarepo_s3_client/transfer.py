@@ -33,7 +33,7 @@ from .errors import (
 )
 from .localfile import FileReader
 from .models import DownloadResult, FileJson, FileLinks, TransferConfig, UploadResult, UploadSession, UploadState
-from .parts import etag_is_md5, md5_from_base64, normalize_etag, part_ranges, s3etag, sha256_is_cheaper
+from .parts import PartRange, etag_is_md5, md5_from_base64, normalize_etag, part_ranges, s3etag, sha256_is_cheaper
 from .progress import AggregatedProgress, ProgressSubscriber
 from .s3http import PartTransport, new_s3_session
 from .sender import FileUpload, PartSender
@@ -360,13 +360,13 @@ class Uploader:
         done_bytes = sum(r.length for r in upload.ranges if r.number in upload.done)
         self.progress.start(upload.key, upload.size, done_bytes)
         todo = [r for r in upload.ranges if r.number not in upload.done]
-        # Probe with a part that will be sent in any case (not one S3 may already hold).
-        probe_part = next((r.number for r in todo if r.number not in upload.held), None)
-        if probe_part is not None:
-            upload.algorithm = self._algorithm(upload, probe_part)
+        # Probe with a part that will be sent in any case (not one S3 may already hold), the shortest.
+        candidates = [r for r in todo if r.number not in upload.held]
+        if candidates:
+            upload.algorithm = self._algorithm(upload, min(candidates, key=lambda r: r.length))
         self.sender.run(upload, todo)
 
-    def _algorithm(self, upload: FileUpload, probe_part: int) -> str:
+    def _algorithm(self, upload: FileUpload, probe_part: PartRange) -> str:
         """``sha256`` if chosen (see ``TransferConfig.checksum``) and this S3 proved, once per Uploader, that it
         verifies it; else ``md5``."""
         if self.config.checksum == "md5" or (self.config.checksum == "auto" and not sha256_is_cheaper()):

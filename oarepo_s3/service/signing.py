@@ -2,7 +2,10 @@
 
 Signing needs no S3 call and no write: URLs come from the cached signing
 key of :mod:`oarepo_s3.presign` (~2 µs a URL), so they are signed when a
-client reads them, never stored.
+client reads them, never stored. Every part URL carries its part's planned
+length in its signature (``Content-Length``): a signature-checking S3
+refuses a larger or smaller body, so no client can store more than it
+declared, whatever it sends.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from ..models import MultipartUploadSession, utcnow
 from ..presign import SIGV4_MAX_EXPIRES, SigV4Presigner
 from ..proxies import current_oarepo_s3
 from ..results import UploadedPart, UploadSession
+from ..sizes import expected_part_size
 
 SessionRef = UploadSession | uuid.UUID | str
 """What the service functions accept to name a session: a snapshot or its id."""
@@ -45,13 +49,15 @@ def describe(row: MultipartUploadSession) -> UploadSession:
     bucket = current_oarepo_s3.s3.bucket_name(row.s3_bucket)
     cap = _lifetime_cap()
     key, upload_id, num_parts, expires = row.s3_key, row.upload_id, row.num_parts, row.expires
+    size, part_size = row.size, row.part_size
     status: MultipartUploadStatus = row.status
 
     def sign_every_part() -> list[str]:
         if status is not MultipartUploadStatus.IN_PROGRESS or expires <= utcnow():
             return []
         numbers = range(1, num_parts + 1)
-        return presigner.upload_part_urls(bucket, key, upload_id, numbers, expires_in=_lifetime(expires, cap))
+        return presigner.upload_part_urls(bucket, key, upload_id, numbers, expires_in=_lifetime(expires, cap),
+                                          content_lengths=part_lengths(numbers, size, part_size))
 
     return UploadSession(
         id=row.id,
@@ -155,15 +161,25 @@ def sign_parts(
     bucket = current_oarepo_s3.s3.bucket_name(session.s3_bucket)
     key, upload_id = session.s3_key, session.upload_id
     expires_in = url_lifetime(session)
+    size, part_size = session.size, session.part_size
     plain = numbers if not md5s and not sha256s else [n for n in numbers if n not in md5s and n not in sha256s]
-    urls = dict(zip(plain, presigner.upload_part_urls(bucket, key, upload_id, plain, expires_in=expires_in),
+    urls = dict(zip(plain, presigner.upload_part_urls(bucket, key, upload_id, plain, expires_in=expires_in,
+                                                      content_lengths=part_lengths(plain, size, part_size)),
                     strict=True))
     if len(plain) == len(numbers):
         return urls
     for n in wanted.difference(plain):
         urls[n] = presigner.upload_part_url(bucket, key, upload_id, n, expires_in=expires_in,
-                                            content_md5=md5s.get(n), content_sha256=sha256s.get(n))
+                                            content_md5=md5s.get(n), content_sha256=sha256s.get(n),
+                                            content_length=expected_part_size(n, size, part_size))
     return {n: urls[n] for n in numbers}
+
+
+def part_lengths(numbers: Iterable[int], size: int, part_size: int) -> list[int]:
+    """The planned length of each part in ``numbers``: ``part_size``, the last one shorter."""
+    last = -(-size // part_size)
+    tail = size - (last - 1) * part_size
+    return [part_size if n != last else tail for n in numbers]
 
 
 def list_uploaded_parts(session: UploadSession) -> list[UploadedPart]:

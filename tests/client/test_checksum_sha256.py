@@ -30,14 +30,15 @@ def test_sha256_where_s3_verifies_it_md5_where_it_does_not(make_uploader, make_f
     probes, parts = proxy.probes(), proxy.part_puts()
     assert len(probes) == 1 and sorted(e.part for e in parts) == [1, 2, 3, 4]
     signed_headers = {h for e in parts for h in e.query["X-Amz-SignedHeaders"].split(";")}
+    assert probes[0].part == 4  # the shortest part goes as the probe: its whole signed length, a wrong SHA-256
     if s3_backend.name == "ceph":  # RGW refused the probe's mismatching body: SHA-256 it is
         assert probes[0].status == 400
         assert result.checksum_algorithm == "sha256"
-        assert signed_headers == {"host", "x-amz-content-sha256"}
+        assert signed_headers == {"content-length", "host", "x-amz-content-sha256"}
     else:  # moto stored the probe (then the real part replaced it): keep MD5
         assert probes[0].status == 200
         assert result.checksum_algorithm == "md5"
-        assert signed_headers == {"host", "content-md5"}
+        assert signed_headers == {"content-length", "host", "content-md5"}
 
 
 @pytest.mark.s3_backends("ceph")

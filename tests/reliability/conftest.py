@@ -25,26 +25,29 @@ def lane_name(s3_backend, database_uri: str) -> str:
 
 
 @contextmanager
-def control_client_switch(app):
+def control_client_switch(flask_app):
     """``use(endpoint, **config)`` points the app's S3 control client elsewhere (a fault proxy); restored after.
 
     The presigner is built first, from the real endpoint: URLs keep pointing
     at S3, only the app's own control calls take the detour.
+
+    (A plain helper, not a fixture: its names differ from the ``app`` and
+    ``state`` fixtures imported above so as not to shadow them.)
     """
-    state = app.extensions["oarepo-s3"]
-    state.presigner  # noqa: B018
-    original = state.__dict__.get("s3")
+    extension = flask_app.extensions["oarepo-s3"]
+    _ = extension.presigner  # built from the real endpoint first (a cached property)
+    original = extension.__dict__.get("s3")
 
     def use(endpoint: str, **config) -> None:
-        state.__dict__["s3"] = S3Client.from_config({**app.config, "S3_ENDPOINT_URL": endpoint, **config})
+        extension.__dict__["s3"] = S3Client.from_config({**flask_app.config, "S3_ENDPOINT_URL": endpoint, **config})
 
     try:
         yield use
     finally:
         if original is not None:
-            state.__dict__["s3"] = original
+            extension.__dict__["s3"] = original
         else:
-            state.__dict__.pop("s3", None)
+            extension.__dict__.pop("s3", None)
 
 
 @pytest.fixture(scope="module")

@@ -92,7 +92,8 @@ def load_figures() -> None:
     if not runs:
         return
     print("### Load\n")
-    print("| lane | files x MiB | gunicorn workers | seconds | files/s | MiB/s | server CPU s | CPU s per GiB | CPU ms per file |")
+    print("| lane | files x MiB | gunicorn workers | seconds | files/s | MiB/s "
+          "| server CPU s | CPU s per GiB | CPU ms per file |")
     print("|---|---|---|---|---|---|---|---|---|")
     for lane, r in runs.items():
         print(f"| {lane} | {r['files']} x {r['mib_each']} | {r['gunicorn_workers']} | {r['seconds']} | "

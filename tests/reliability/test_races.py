@@ -124,13 +124,14 @@ def test_two_completions_at_once(app, owner, draft, proxy, s3_client, s3_bucket,
         else:
             barrier = threading.Barrier(2)
 
-            def contender():
+            def contender(barrier, url):
                 session = api()
                 barrier.wait()
                 return post(session, url, {})
 
             with ThreadPoolExecutor(2) as pool:
-                statuses = tuple(f.result() for f in [pool.submit(contender), pool.submit(contender)])
+                futures = [pool.submit(contender, barrier, url), pool.submit(contender, barrier, url)]
+                statuses = tuple(f.result() for f in futures)
         kind = "held" if i == 0 else "free"
         seen[f"{kind}: {sorted(statuses)}"] += 1
         assert statuses == (200, 200)  # completion is idempotent: both see the one completed file
@@ -170,13 +171,13 @@ def test_completion_against_abort(app, owner, draft, proxy, s3_client, s3_bucket
         else:
             barrier = threading.Barrier(2)
 
-            def contender(name):
+            def contender(barrier, call):
                 session = api()
                 barrier.wait()
-                return post(session, *calls[name])
+                return post(session, *call)
 
             with ThreadPoolExecutor(2) as pool:
-                futures = {name: pool.submit(contender, name) for name in calls}
+                futures = {name: pool.submit(contender, barrier, call) for name, call in calls.items()}
                 result = {name: f.result() for name, f in futures.items()}
             kind = "free"
         _, status = session_row(upload["multipart_upload"]["upload_id"])
@@ -203,7 +204,7 @@ def test_completion_against_cleanup_at_expiry(app, owner, draft, proxy, s3_clien
         row, _ = session_row(upload["multipart_upload"]["upload_id"])
         expires = row.expires
         complete = (upload["links"]["complete"], {})
-        cleanup = in_app_thread(app, lambda: cleanup_at_expiry(expires))
+        cleanup = in_app_thread(app, lambda expires=expires: cleanup_at_expiry(expires))
         if i == 0:
             rule = proxy.add_fault("hold", "POST" if first_one == "complete" else "DELETE")
             with ThreadPoolExecutor(2) as pool:
@@ -227,17 +228,17 @@ def test_completion_against_cleanup_at_expiry(app, owner, draft, proxy, s3_clien
         else:
             barrier = threading.Barrier(2)
 
-            def completer():
+            def completer(barrier, complete):
                 session = api()
                 barrier.wait()
                 return post(session, *complete)
 
-            def cleaner():
+            def cleaner(barrier, cleanup):
                 barrier.wait()
                 return cleanup()
 
             with ThreadPoolExecutor(2) as pool:
-                c, e = pool.submit(completer), pool.submit(cleaner)
+                c, e = pool.submit(completer, barrier, complete), pool.submit(cleaner, barrier, cleanup)
                 result = {"complete": c.result(), "expired": e.result()}
             kind = "free"
         _, status = session_row(upload["multipart_upload"]["upload_id"])
@@ -277,13 +278,14 @@ def test_two_inits_of_the_same_key(app, owner, draft, proxy, s3_client, s3_bucke
         else:
             barrier = threading.Barrier(2)
 
-            def contender():
+            def contender(barrier, body):
                 session = owner.api()
                 barrier.wait()
                 return post(session, url, body)
 
             with ThreadPoolExecutor(2) as pool:
-                statuses = tuple(f.result() for f in [pool.submit(contender), pool.submit(contender)])
+                futures = [pool.submit(contender, barrier, body), pool.submit(contender, barrier, body)]
+                statuses = tuple(f.result() for f in futures)
             kind = "free"
         seen[f"{kind}: {sorted(statuses)}"] += 1
         assert sorted(statuses) == [201, 409], statuses

@@ -1,4 +1,7 @@
-"""Security properties over real HTTP: keys stay inside the record, CORS answers as configured, nothing secret is logged."""
+"""Security properties over real HTTP.
+
+Keys stay inside the record, CORS answers as configured, nothing secret is logged.
+"""
 
 from __future__ import annotations
 
@@ -98,7 +101,10 @@ def test_cors_as_configured_answers_browser_preflights(app, s3_client, s3_bucket
 
 @pytest.fixture()
 def distinct_s3_secret(app, s3_backend, monkeypatch):
-    """moto takes any credentials and the suite's are 'testing' (also the access key): use a secret one can search for."""
+    """moto takes any credentials and the suite's are 'testing' (also the access key).
+
+    Use a secret one can search for instead.
+    """
     if s3_backend.name != "moto":  # Ceph's keys are random already
         yield
         return

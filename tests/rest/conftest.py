@@ -114,6 +114,8 @@ def state(db, s3_client, s3_bucket):
 
 def start_upload(user, draft, key="data.bin", size=1000, **extra):
     """POST an upload start; assert 201; return the JSON."""
-    r = user.api().post(f"{draft['links']['files']}?multipart=True", json={"key": key, "size": size, **extra}, timeout=30)
+    r = user.api().post(
+        f"{draft['links']['files']}?multipart=True", json={"key": key, "size": size, **extra}, timeout=30
+    )
     assert r.status_code == 201, r.text
     return r.json()
