@@ -56,7 +56,7 @@ from invenio_files_rest.models import Location
 from sqlalchemy.exc import SQLAlchemyError
 
 from .api import MultipartUploadStatus
-from .errors import OARepoS3Error, S3Error, S3Unavailable, UploadNotFound, UploadStateConflict
+from .errors import S3Error, S3Unavailable, UploadNotFound, UploadStateConflict
 from .models import MultipartUploadSession, utcnow
 from .proxies import current_oarepo_s3
 from .s3 import PendingUpload, S3Client
@@ -99,12 +99,16 @@ class OrphanUpload:
 
 @dataclass(frozen=True, slots=True)
 class CleanupFailure:
-    """Something the cleanup left as it was because S3 (or the database) failed."""
+    """Something the cleanup left as it was because S3 (or the database, or anything else) failed."""
 
     what: str
     error: str
     unavailable: bool
-    """S3 could not be reached: the run stops, as every further call would fail the same way."""
+    """S3 (or the database) could not be reached: the run stops, as every further call would fail the same way."""
+    attempts: int = 0
+    """An upload's failures so far, this one included (0: not about one upload)."""
+    retry_at: datetime | None = None
+    """When the cleanup tries that upload again (backoff); until then it passes it over."""
 
 
 CleanupItem = ExpiredUpload | OrphanUpload | CleanupFailure
@@ -141,12 +145,14 @@ def run_cleanup(
     limit: int | None = None,
     dry_run: bool = False,
     sweep: bool | None = None,
+    retry_failed: bool = False,
     on_item: Callable[[CleanupItem], None] | None = None,
 ) -> CleanupReport:
     """Expire timed-out uploads, then sweep orphans (when ``OAREPO_S3_ORPHAN_SWEEP`` is on).
 
     :param limit: most sessions to expire (default ``OAREPO_S3_CLEANUP_LIMIT``).
     :param dry_run: change nothing, report what would be done.
+    :param retry_failed: also try uploads whose earlier failure's backoff has not run out.
     :param sweep: run the orphan sweep; None: as ``OAREPO_S3_ORPHAN_SWEEP`` says.
     :param on_item: called with each :data:`CleanupItem` as it happens.
     :returns: the counts.
@@ -154,7 +160,7 @@ def run_cleanup(
     report = CleanupReport()
     if sweep is None:
         sweep = current_app.config["OAREPO_S3_ORPHAN_SWEEP"]
-    stages: list[Iterable[CleanupItem]] = [expire_uploads(limit, dry_run=dry_run)]
+    stages: list[Iterable[CleanupItem]] = [expire_uploads(limit, dry_run=dry_run, retry_failed=retry_failed)]
     if sweep:
         stages.append(sweep_orphans(dry_run=dry_run))
     for stage in stages:
@@ -171,7 +177,7 @@ def run_cleanup(
 
 
 def expire_uploads(
-    limit: int | None = None, *, dry_run: bool = False, now: datetime | None = None
+    limit: int | None = None, *, dry_run: bool = False, now: datetime | None = None, retry_failed: bool = False
 ) -> Iterator[ExpiredUpload | CleanupFailure]:
     """Expire in-progress sessions whose time is up, oldest first; yield what happened.
 
@@ -181,22 +187,31 @@ def expire_uploads(
     session's (not waiting): a session a request holds is passed over until
     the next run. Run it from any number of workers at once.
 
+    A session that cannot be expired, whatever the reason, is left in
+    progress with the error, its attempt count and a backoff recorded on
+    its row, and the run goes on; runs pass it over until the backoff
+    (``OAREPO_S3_CLEANUP_RETRY_BACKOFF``, doubled per attempt, at most
+    ``OAREPO_S3_CLEANUP_MAX_BACKOFF``) has run out. Only an S3 (or
+    database) that cannot be reached at all stops the run.
+
     :param limit: most sessions to look at (default ``OAREPO_S3_CLEANUP_LIMIT``).
     :param dry_run: change nothing; yield the sessions that would be expired.
     :param now: expire sessions whose ``expires`` is before this (default: the start of the run).
+    :param retry_failed: ignore the backoff of earlier failures.
     """
+    config = current_app.config
     if limit is None:
-        limit = current_app.config["OAREPO_S3_CLEANUP_LIMIT"]
+        limit = config["OAREPO_S3_CLEANUP_LIMIT"]
     now = now or utcnow()
-    lock_timeout = as_timedelta(current_app.config["OAREPO_S3_CLEANUP_LOCK_TIMEOUT"]).total_seconds()
+    lock_timeout = as_timedelta(config["OAREPO_S3_CLEANUP_LOCK_TIMEOUT"]).total_seconds()
     after: tuple[datetime, uuid.UUID] | None = None
     for _ in range(limit):
         try:
             with atomic():
-                row = _next_expired(now, after)
+                row = _next_expired(now, after, retry_failed=retry_failed)
                 info = None if row is None else _describe(row)
         except SQLAlchemyError as e:
-            yield CleanupFailure("finding the next expired upload", str(e), unavailable=False)
+            yield CleanupFailure("finding the next expired upload", str(e), unavailable=True)
             return
         if info is None:
             return
@@ -208,15 +223,12 @@ def expire_uploads(
             expired = expire_upload(info.id, wait_at_most=lock_timeout)
         except (UploadNotFound, UploadStateConflict):
             continue  # completed, aborted or expired since we looked: nothing to do
-        except S3Error as e:
-            log.warning("could not expire upload %s (S3 keeps it; tried again next run): %s", info.id, e)
-            yield CleanupFailure(f"session {info.id}", str(e), unavailable=isinstance(e, S3Unavailable))
-            if isinstance(e, S3Unavailable):
-                return
-            continue
-        except (OARepoS3Error, SQLAlchemyError) as e:
-            log.warning("could not expire upload %s: %s", info.id, e)
-            yield CleanupFailure(f"session {info.id}", str(e), unavailable=False)
+        except S3Unavailable as e:
+            log.warning("S3 cannot be reached; the cleanup stops (upload %s stays in progress): %s", info.id, e)
+            yield CleanupFailure(f"session {info.id}", str(e), unavailable=True)
+            return
+        except Exception as e:  # whatever the reason: record it, back off, go on
+            yield _failed(info, e)
             continue
         if expired is None:
             continue  # a request held its bucket or row too long: the next run takes it
@@ -225,10 +237,49 @@ def expire_uploads(
         yield info
 
 
-def _next_expired(now: datetime, after: tuple[datetime, uuid.UUID] | None) -> MultipartUploadSession | None:
-    """The oldest expired in-progress session past the cursor (read without a lock)."""
+def _failed(info: ExpiredUpload, error: Exception) -> CleanupFailure:
+    """Record a session's failure on its row (attempts, error, backoff); the failure to report."""
+    text = f"{type(error).__name__}: {error}"[:4000]
+    log.warning("could not expire upload %s (left in progress, tried again after a backoff): %s", info.id, text)
+    what = f"session {info.id}"
+    try:
+        attempts, retry_at = record_cleanup_failure(info.id, text)
+    except SQLAlchemyError as e:
+        return CleanupFailure(what, f"{text}; recording it failed too: {e}", unavailable=True)
+    return CleanupFailure(what, text, unavailable=False, attempts=attempts, retry_at=retry_at)
+
+
+def record_cleanup_failure(session_id: uuid.UUID, error: str) -> tuple[int, datetime]:
+    """Count a failure of the cleanup on a session, keep its error and set its backoff; commit.
+
+    :returns: the attempts so far and when the cleanup may try again.
+    """
+    config = current_app.config
+    m = MultipartUploadSession
+    with atomic():
+        attempts = db.session.execute(
+            sa.update(m).where(m.id == session_id)
+            .values(cleanup_attempts=m.cleanup_attempts + 1, cleanup_error=error)
+            .returning(m.cleanup_attempts)
+            .execution_options(synchronize_session=False)
+        ).scalar_one()
+        base = as_timedelta(config["OAREPO_S3_CLEANUP_RETRY_BACKOFF"])
+        backoff = min(base * 2 ** min(attempts - 1, 32), as_timedelta(config["OAREPO_S3_CLEANUP_MAX_BACKOFF"]))
+        retry_at = utcnow() + backoff
+        db.session.execute(
+            sa.update(m).where(m.id == session_id).values(cleanup_retry_at=retry_at)
+            .execution_options(synchronize_session=False)
+        )
+    return attempts, retry_at
+
+
+def _next_expired(now: datetime, after: tuple[datetime, uuid.UUID] | None, *,
+                  retry_failed: bool) -> MultipartUploadSession | None:
+    """The oldest expired in-progress session past the cursor and out of backoff (read without a lock)."""
     m = MultipartUploadSession
     query = sa.select(m).where(m.status == MultipartUploadStatus.IN_PROGRESS, m.expires < now)
+    if not retry_failed:
+        query = query.where(sa.or_(m.cleanup_retry_at.is_(None), m.cleanup_retry_at <= now))
     if after is not None:
         expires, row_id = after
         # ">= expires" lets the (status, expires) index bound the scan.

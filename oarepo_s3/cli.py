@@ -1,4 +1,4 @@
-"""Admin commands: ``invenio oarepo-s3 uploads list | cleanup | cors | check``.
+"""Admin commands: ``invenio oarepo-s3 uploads list | cleanup | audit | cors | check``.
 
 Registered through the ``flask.commands`` entry point (as invenio-s3 and
 invenio-access register theirs), which every Invenio CLI loads: it is a
@@ -20,6 +20,7 @@ from flask.cli import with_appcontext
 from invenio_db import db
 
 from .api import MultipartUploadStatus
+from .audit import audit
 from .cleanup import CleanupItem, ExpiredUpload, OrphanUpload, run_cleanup, s3_locations
 from .errors import S3Error, S3Unavailable
 from .models import MultipartUploadSession, utcnow
@@ -75,11 +76,14 @@ def uploads() -> None:
 )
 @click.option("--user", help="Only uploads started by this user: id or e-mail.")
 @click.option("--older-than", type=Duration(), help="Only uploads started longer ago: 30m, 12h, 7d...")
+@click.option("--failing", is_flag=True, help="Only uploads the cleanup failed to expire (with the last error).")
 @with_appcontext
-def list_uploads(statuses: tuple[str, ...], user: str | None, older_than: timedelta | None) -> None:
-    """List upload sessions, oldest first."""
+def list_uploads(statuses: tuple[str, ...], user: str | None, older_than: timedelta | None, failing: bool) -> None:
+    """List upload sessions, oldest first; a failing cleanup shows under its upload."""
     m = MultipartUploadSession
     query = sa.select(m).order_by(m.created, m.id)
+    if failing:
+        query = query.where(m.status == MultipartUploadStatus.IN_PROGRESS, m.cleanup_attempts > 0)
     if statuses:
         query = query.where(m.status.in_([MultipartUploadStatus(s) for s in statuses]))
     if user is not None:
@@ -95,6 +99,9 @@ def list_uploads(statuses: tuple[str, ...], user: str | None, older_than: timede
             f"{str(row.id):36}  {row.status.value:11}  {owner:>6}  {row.size:>14}  "
             f"{_minute(row.created)}  {_minute(row.expires)}  {row.bucket_id or '-'}/{row.key}"
         )
+        if row.cleanup_attempts and row.status is MultipartUploadStatus.IN_PROGRESS:
+            click.echo(f"{'':38}cleanup failed {row.cleanup_attempts} time{'s' if row.cleanup_attempts > 1 else ''}, "
+                       f"next try after {_minute(row.cleanup_retry_at)}: {row.cleanup_error}")
     click.echo(f"{count} upload{'' if count == 1 else 's'}")
 
 
@@ -127,8 +134,9 @@ def _minute(value: datetime | None) -> str:
 @click.option("--limit", type=click.IntRange(min=1), help="Most sessions to expire (default OAREPO_S3_CLEANUP_LIMIT).")
 @click.option("--sweep/--no-sweep", default=None, help="Sweep orphaned S3 uploads (default OAREPO_S3_ORPHAN_SWEEP).")
 @click.option("--grace", type=Duration(), help="Orphans must be older than this (default OAREPO_S3_ORPHAN_GRACE).")
+@click.option("--retry-failed", is_flag=True, help="Also try uploads whose earlier failure's backoff has not run out.")
 @with_appcontext
-def cleanup(dry_run: bool, limit: int | None, sweep: bool | None, grace: timedelta | None) -> None:
+def cleanup(dry_run: bool, limit: int | None, sweep: bool | None, grace: timedelta | None, retry_failed: bool) -> None:
     """Expire timed-out uploads and abort orphaned S3 uploads now (what the Celery task does)."""
     if grace is not None:
         current_app.config["OAREPO_S3_ORPHAN_GRACE"] = grace
@@ -147,10 +155,13 @@ def cleanup(dry_run: bool, limit: int | None, sweep: bool | None, grace: timedel
                 f"{done} orphaned upload {item.upload_id} of s3://{item.s3_bucket}/{item.s3_key} "
                 f"(started {_minute(item.initiated)}, unknown to the database)"
             )
+        elif item.retry_at is not None:
+            click.echo(f"FAILED {item.what} (attempt {item.attempts}, next try after {_minute(item.retry_at)}): "
+                       f"{item.error}", err=True)
         else:
             click.echo(f"FAILED {item.what}: {item.error}", err=True)
 
-    report = run_cleanup(limit=limit, dry_run=dry_run, sweep=sweep, on_item=show)
+    report = run_cleanup(limit=limit, dry_run=dry_run, sweep=sweep, retry_failed=retry_failed, on_item=show)
     if dry_run:
         click.echo(
             f"dry run: would expire {report.expired} uploads and abort {report.orphans} orphaned uploads; "
@@ -161,6 +172,28 @@ def cleanup(dry_run: bool, limit: int | None, sweep: bool | None, grace: timedel
     if report.failures:
         stopped = " (stopped: S3 cannot be reached)" if report.stopped else ""
         raise click.ClickException(f"{report.failures} failures{stopped}; what failed is left for the next run")
+
+
+# --- audit -----------------------------------------------------------------
+
+
+@oarepo_s3.command("audit")
+@click.option("--grace", type=Duration(), help="S3 uploads and objects younger than this are not called orphans "
+                                               "(default OAREPO_S3_ORPHAN_GRACE).")
+@with_appcontext
+def audit_command(grace: timedelta | None) -> None:
+    """Check the books (bucket sizes, quotas, sessions) and compare them with S3; change nothing.
+
+    Lists every problem and exits non-zero when there is one.
+    """
+    report = audit(grace=grace)
+    for problem in report.problems:
+        click.echo(f"PROBLEM  {problem}")
+    summary = (f"{report.buckets} buckets, {report.sessions} upload sessions, {report.objects} S3 objects and "
+               f"{report.uploads} S3 uploads checked")
+    if report.problems:
+        raise click.ClickException(f"{len(report.problems)} problem(s); {summary}")
+    click.echo(f"the books hold and S3 agrees: {summary}")
 
 
 # --- cors ------------------------------------------------------------------

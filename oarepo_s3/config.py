@@ -102,10 +102,18 @@ the run leave that session to the next run instead of stalling.
 """
 
 OAREPO_S3_CLEANUP_MAX_RETRIES = 5
-"""Times the cleanup task re-runs itself (Celery retry) when S3 failed some uploads."""
+"""Times the cleanup task re-runs itself (Celery retry) when S3 could not be reached or failed some uploads."""
 
 OAREPO_S3_CLEANUP_RETRY_BACKOFF = 60
-"""Seconds before the cleanup task's first retry; doubled for each further retry."""
+"""Seconds (or a ``timedelta``) of backoff after a failure, doubled per further failure.
+
+The cleanup task's next retry waits this long, and so does an upload the
+cleanup could not expire: runs pass it over until then (its attempts and
+last error are on its row: ``invenio oarepo-s3 uploads list --failing``).
+"""
+
+OAREPO_S3_CLEANUP_MAX_BACKOFF = timedelta(days=1)
+"""Longest backoff (a ``timedelta``, or seconds) before the cleanup tries a failing upload again."""
 
 OAREPO_S3_ORPHAN_SWEEP = True
 """Let the cleanup also abort orphaned S3 multipart uploads (ones the database does not know).

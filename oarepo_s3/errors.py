@@ -178,7 +178,7 @@ class S3Error(OARepoS3Error):
 
 
 class S3Unavailable(S3Error):
-    """S3 could not be reached at all (connection refused, DNS, timeout)."""
+    """S3 could not be reached at all (connection refused, DNS, timeout), or no credentials are usable."""
 
 
 class SignRateLimited(OARepoS3Error):

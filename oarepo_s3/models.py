@@ -83,6 +83,13 @@ class MultipartUploadSession(db.Model, db.Timestamp):  # type: ignore[misc]  # i
     complete_url = db.Column(db.Text, nullable=True)
     abort_url = db.Column(db.Text, nullable=True)
 
+    cleanup_attempts = db.Column(db.Integer, nullable=False, default=0, server_default="0")
+    """Times the cleanup failed to expire this upload (S3 refused, the books were inconsistent...)."""
+    cleanup_error = db.Column(db.Text, nullable=True)
+    """The cleanup's last error for this upload, for operators (``invenio oarepo-s3 uploads list --failing``)."""
+    cleanup_retry_at = db.Column(db.UTCDateTime, nullable=True)
+    """The cleanup passes this upload over until then (backoff after a failure)."""
+
     object_version = db.relationship(
         ObjectVersion, backref=db.backref("upload_session", uselist=False), foreign_keys=[version_id]
     )

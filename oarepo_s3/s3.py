@@ -10,11 +10,18 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
+from botocore.exceptions import (
+    ClientError,
+    ConnectionError,
+    HTTPClientError,
+    NoCredentialsError,
+    PartialCredentialsError,
+)
 from botocore.handlers import validate_bucket_name
 
 from .errors import S3Error, S3Unavailable
@@ -36,6 +43,15 @@ class PendingUpload:
     key: str
     upload_id: str
     initiated: Any
+
+
+@dataclass(frozen=True, slots=True)
+class StoredObject:
+    """An object found by ListObjectsV2."""
+
+    key: str
+    size: int
+    last_modified: datetime
 
 
 def split_s3_url(url: str) -> tuple[str, str]:
@@ -83,6 +99,10 @@ def build_boto3_client(config: Mapping[str, Any], session: boto3.session.Session
         verify=config.get("S3_CA_BUNDLE") or None,
         config=client_config,
     )
+
+
+UNREACHABLE = (ConnectionError, HTTPClientError, NoCredentialsError, PartialCredentialsError)
+"""botocore failures that no further S3 call would escape either: the network, or no usable credentials."""
 
 
 class S3Client:
@@ -139,10 +159,10 @@ class S3Client:
             raise S3Error(
                 operation, err.get("Code", "Unknown"), err.get("Message", str(e)), endpoint=self.endpoint
             ) from e
-        except EndpointConnectionError as e:
-            raise S3Unavailable(operation, "EndpointConnectionError", str(e), endpoint=self.endpoint) from e
-        except BotoCoreError as e:
+        except UNREACHABLE as e:
             raise S3Unavailable(operation, type(e).__name__, str(e), endpoint=self.endpoint) from e
+        except Exception as e:  # botocore's other failures (parsing an answer...): still S3's
+            raise S3Error(operation, type(e).__name__, str(e), endpoint=self.endpoint) from e
         return response
 
     def create_multipart_upload(self, bucket: str, key: str, content_type: str) -> str:
@@ -222,3 +242,16 @@ class S3Client:
                 return
             params["KeyMarker"] = page.get("NextKeyMarker")
             params["UploadIdMarker"] = page.get("NextUploadIdMarker")
+
+    def list_objects(self, bucket: str, prefix: str = "") -> Iterator[StoredObject]:
+        """Yield every object under ``prefix``, following all pages (1,000 per page)."""
+        params: dict[str, Any] = {"Bucket": self.bucket_name(bucket), "Prefix": prefix}
+        if self.list_page_size:
+            params["MaxKeys"] = self.list_page_size
+        while True:
+            page = self.call("list_objects_v2", **params)
+            for o in page.get("Contents", []):
+                yield StoredObject(o["Key"], o["Size"], o["LastModified"])
+            if not page.get("IsTruncated"):
+                return
+            params["ContinuationToken"] = page["NextContinuationToken"]

@@ -18,7 +18,7 @@ from celery import Task, shared_task
 from celery.utils.log import get_task_logger
 from flask import current_app
 
-from .cleanup import run_cleanup
+from .cleanup import as_timedelta, run_cleanup
 
 log = get_task_logger(__name__)
 
@@ -54,7 +54,7 @@ def cleanup_expired_multipart_uploads(self: Task, limit: int | None = None) -> i
         config = current_app.config
         retries, max_retries = self.request.retries, config["OAREPO_S3_CLEANUP_MAX_RETRIES"]
         if retries < max_retries:
-            countdown = config["OAREPO_S3_CLEANUP_RETRY_BACKOFF"] * 2**retries
+            countdown = as_timedelta(config["OAREPO_S3_CLEANUP_RETRY_BACKOFF"]).total_seconds() * 2**retries
             log.info("cleanup: retrying in %s s (retry %d of %d)", countdown, retries + 1, max_retries)
             raise self.retry(countdown=countdown, max_retries=max_retries)
         log.warning("cleanup: %d failures left after %d retries; the next scheduled run tries again",

@@ -13,6 +13,7 @@ from invenio_files_rest.models import ObjectVersion
 
 from oarepo_s3.api import MultipartUpload, MultipartUploadStatus
 from oarepo_s3.cleanup import CleanupFailure, ExpiredUpload, expire_uploads, run_cleanup
+from oarepo_s3.cli import oarepo_s3 as oarepo_s3_cli
 from oarepo_s3.errors import InvalidUploadRequest
 from oarepo_s3.models import MultipartUploadSession, utcnow
 from oarepo_s3.signals import upload_expired
@@ -220,3 +221,84 @@ def test_a_session_claimed_elsewhere_is_never_handled_twice(location, received):
         assert [str(u.id) for u in expire_uploads()] == [oldest["id"]]  # the next run takes it
     else:
         assert statuses()[oldest["id"]] is EXPIRED
+
+
+def cleanup_record(session_id: str) -> tuple[int, str | None, object]:
+    """``(attempts, last error, retry at)`` the cleanup recorded on a session, read afresh."""
+    db.session.rollback()
+    row = db.session.get(MultipartUploadSession, session_id)
+    return row.cleanup_attempts, row.cleanup_error, row.cleanup_retry_at
+
+
+def test_a_session_that_fails_every_time_is_recorded_backed_off_and_skipped(
+    app, location, proxy, s3_via, s3_client, s3_bucket, monkeypatch
+):
+    monkeypatch.setitem(app.config, "OAREPO_S3_CLEANUP_RETRY_BACKOFF", timedelta(hours=1))
+    record = new_record()
+    sessions = start_uploads(record, 3)
+    backdate([s["id"] for s in sessions])
+    stuck = sessions[1]
+    s3_via(proxy.url)
+    proxy.reset()
+    proxy.add_fault("fail", "DELETE", upload_id=stuck["upload_id"], times=None, status=403, code="AccessDenied")
+
+    first = list(expire_uploads())
+    failures = [i for i in first if isinstance(i, CleanupFailure)]
+    assert [str(i.id) for i in first if isinstance(i, ExpiredUpload)] == [sessions[0]["id"], sessions[2]["id"]]
+    assert len(failures) == 1 and failures[0].attempts == 1 and not failures[0].unavailable
+    attempts, error, retry_at = cleanup_record(stuck["id"])
+    assert attempts == 1 and "AccessDenied" in error and retry_at == failures[0].retry_at
+    assert timedelta(minutes=59) < retry_at - utcnow() <= timedelta(hours=1)
+    assert statuses()[stuck["id"]] is IN_PROGRESS and stuck["upload_id"] in s3_upload_ids(s3_client, s3_bucket)
+
+    assert list(expire_uploads()) == []  # within its backoff: passed over, S3 not even asked
+    assert len(proxy.aborts(stuck["upload_id"])) == 1
+
+    later = list(expire_uploads(now=utcnow() + timedelta(hours=2)))  # the backoff has run out
+    assert [(type(i), i.attempts) for i in later] == [(CleanupFailure, 2)]
+    attempts, _, retry_at = cleanup_record(stuck["id"])
+    assert attempts == 2 and timedelta(hours=1, minutes=59) < retry_at - utcnow() <= timedelta(hours=2)  # doubled
+
+    listed = invoke_cli(app, "uploads", "list", "--failing")
+    assert stuck["id"] in listed.output and "cleanup failed 2 times" in listed.output
+    assert "AccessDenied" in listed.output and listed.output.strip().endswith("1 upload")
+
+    proxy.reset()  # S3 lets it go now; an operator need not wait for the backoff
+    forced = invoke_cli(app, "cleanup", "--retry-failed", "--no-sweep")
+    assert forced.exit_code == 0, forced.output
+    assert f"expired session {stuck['id']}" in forced.output
+    assert statuses()[stuck["id"]] is EXPIRED and s3_upload_ids(s3_client, s3_bucket) == set()
+    assert invoke_cli(app, "uploads", "list", "--failing").output.strip().endswith("0 uploads")
+
+
+def test_any_failure_is_recorded_and_the_run_goes_on(app, location, monkeypatch, s3_client, s3_bucket):
+    """Not only S3 errors: a bug or an inconsistency while expiring one upload must not stop the cleanup."""
+    from oarepo_s3.service import terminate
+
+    record = new_record()
+    sessions = start_uploads(record, 3)
+    backdate([s["id"] for s in sessions])
+    broken = sessions[0]
+    original = terminate._remove_pending_file
+
+    def remove(row):
+        if str(row.id) == broken["id"]:
+            raise RuntimeError("the books are broken for this one")
+        original(row)
+
+    monkeypatch.setattr(terminate, "_remove_pending_file", remove)
+    report = run_cleanup(sweep=False)
+
+    assert (report.expired, report.failures, report.stopped) == (2, 1, False)
+    attempts, error, _ = cleanup_record(broken["id"])
+    assert attempts == 1 and error == "RuntimeError: the books are broken for this one"
+    # Its transaction was rolled back: still in progress, file and quota reservation kept.
+    assert statuses() == {broken["id"]: IN_PROGRESS, sessions[1]["id"]: EXPIRED, sessions[2]["id"]: EXPIRED}
+    assert ObjectVersion.get(record.bucket, broken["file_key"]) is not None
+    db.session.refresh(record.bucket)
+    assert record.bucket.size == 1000
+
+
+
+def invoke_cli(app, *args: str):
+    return app.test_cli_runner().invoke(oarepo_s3_cli, list(args), catch_exceptions=False)

@@ -23,12 +23,14 @@ def app(app_config):
     app.register_blueprint(_seed_style_blueprint())
     yield app
 
+
 def _seed_style_blueprint():
     """An app's own records blueprint using multipart_actions exactly as the seed README shows."""
     bp = Blueprint("my_records", __name__, url_prefix="/my/records")
     for rule, view in multipart_actions("myrec", None, None, None, True).items():
         bp.add_url_rule(f"/<pid_value>/{rule}", view_func=view, methods=["POST"])
     return bp
+
 
 @dataclass
 class User:
@@ -44,6 +46,7 @@ class User:
         session = requests.Session()
         session.headers["Authorization"] = f"Bearer {self.token}"
         return session
+
 
 def _create_user(app, db, email, admin=False) -> User:
     datastore = app.extensions["security"].datastore
@@ -61,6 +64,7 @@ def _create_user(app, db, email, admin=False) -> User:
     db.session.commit()
     return User(user.id, email, password, token.access_token)
 
+
 @pytest.fixture()
 def users(app, db, location):
     """owner, other and admin."""
@@ -70,14 +74,17 @@ def users(app, db, location):
         "admin": _create_user(app, db, "admin@example.org", admin=True),
     }
 
+
 @pytest.fixture()
 def owner(users):
     return users["owner"]
+
 
 @pytest.fixture()
 def api_url(live_server, app):
     """Base URL of the drafts API on the live server."""
     return live_server.url + app.config["OAREPO_S3_DRAFTS_URL_PREFIX"]
+
 
 @pytest.fixture()
 def draft(owner, api_url):
@@ -85,6 +92,7 @@ def draft(owner, api_url):
     response = owner.api().post(f"{api_url}/", json={"metadata": {"title": "test draft"}}, timeout=30)
     assert response.status_code == 201, response.text
     return response.json()
+
 
 @pytest.fixture()
 def state(db, s3_client, s3_bucket):
@@ -111,6 +119,7 @@ def state(db, s3_client, s3_bucket):
         }
 
     return snapshot
+
 
 def start_upload(user, draft, key="data.bin", size=1000, **extra):
     """POST an upload start; assert 201; return the JSON."""
