@@ -18,6 +18,7 @@ from __future__ import annotations
 import enum
 import mimetypes
 import re
+import unicodedata
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -40,7 +41,6 @@ class MultipartUploadStatus(enum.StrEnum):
     EXPIRED = "expired"
 
 
-MAX_KEY_BYTES = 1024
 CONTENT_TYPE_RULE = "must be a media type of printable ASCII, at most 255 characters (e.g. application/octet-stream)"
 CONTENT_TYPE_PATTERN = r"^[\x21-\x7e][\x20-\x7e]{0,254}\Z"
 """A content type becomes the S3 object's Content-Type header: other characters break the request's signature."""
@@ -60,34 +60,51 @@ def validate_content_type(content_type: Any) -> str | None:
     return content_type
 
 
-def validate_key(key: Any) -> str:
-    """Check an object key (file name) and return it.
+RESERVED_LAST_SEGMENTS = frozenset(("content", "multipart", "complete-multipart", "abort-multipart", "sign"))
+"""Last path segments the REST API routes as actions: a key ``a/content`` would be ``a``'s content."""
 
-    Rules: a non-empty string of at most 1024 bytes in UTF-8 (S3's limit) with
-    no control characters (they break headers, logs and Content-Disposition).
-    ``/`` may separate folder-like segments, but the key may not start or end
-    with ``/`` nor contain empty, ``.`` or ``..`` segments or a backslash, so
-    that a key never looks like a path that escapes anything when a client
-    saves the file locally.
+_REFUSED_CATEGORIES = frozenset(("Cc", "Cf", "Cs", "Zl", "Zp"))
+"""Control, format (bidi overrides, zero-width), surrogate, line and paragraph separator characters."""
+
+
+def validate_key(key: Any) -> str:
+    """Check a file's key (its name in the record) and return it: the one key rule of every door.
+
+    Rules: a non-empty string of at most ``FILES_REST_OBJECT_KEY_MAX_LEN``
+    characters (files-rest's limit, 255 by default), valid Unicode (no lone
+    surrogates) without control, format (bidi overrides, zero-width...) or
+    line-separator characters, which break headers and logs or make a name
+    read differently than it is (``evil<U+202E>txt.exe`` shows as
+    ``evilexe.txt``). ``/`` may separate folder-like segments, but the key
+    may not start or end with ``/`` nor
+    contain empty, ``.`` or ``..`` segments or a backslash, so that a key
+    never looks like a path that escapes anything when a client saves the
+    file locally; nor may its last segment be one of the REST API's action
+    names (:data:`RESERVED_LAST_SEGMENTS`).
 
     :raises InvalidUploadRequest: naming ``key`` and the rule broken.
     """
     if not isinstance(key, str) or not key:
         raise InvalidUploadRequest("key", "must be a non-empty string")
-    if len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
-        raise InvalidUploadRequest("key", f"must be at most {MAX_KEY_BYTES} bytes in UTF-8")
-    if any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in key):
-        raise InvalidUploadRequest("key", "must not contain control characters")
-    try:
-        key.encode("utf-8")
-    except UnicodeEncodeError:
-        raise InvalidUploadRequest("key", "must be valid Unicode (no lone surrogates)") from None
+    max_length = current_app.config["FILES_REST_OBJECT_KEY_MAX_LEN"]
+    if len(key) > max_length:
+        raise InvalidUploadRequest("key", f"must be at most {max_length} characters")
+    for c in key:
+        category = unicodedata.category(c)
+        if category == "Cs":
+            raise InvalidUploadRequest("key", "must be valid Unicode (no lone surrogates)")
+        if category in _REFUSED_CATEGORIES:
+            raise InvalidUploadRequest("key", f"must not contain control, format or separator characters "
+                                              f"(U+{ord(c):04X})")
     if "\\" in key:
         raise InvalidUploadRequest("key", "must not contain a backslash")
-    if any(segment in ("", ".", "..") for segment in key.split("/")):
+    segments = key.split("/")
+    if any(segment in ("", ".", "..") for segment in segments):
         raise InvalidUploadRequest(
             "key", "must not start or end with '/' nor contain empty, '.' or '..' segments"
         )
+    if len(segments) > 1 and segments[-1] in RESERVED_LAST_SEGMENTS:
+        raise InvalidUploadRequest("key", f"must not end with '/{segments[-1]}' (reserved by the API's URLs)")
     return key
 
 

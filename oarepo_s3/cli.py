@@ -106,7 +106,7 @@ def list_uploads(statuses: tuple[str, ...], user: str | None, older_than: timede
 
 
 def _user_id(user: str) -> int:
-    if user.isdigit():
+    if re.fullmatch(r"[0-9]{1,18}", user):
         return int(user)
     if "@" not in user:
         raise click.BadParameter(f"{user!r} is neither a user id nor an e-mail address", param_hint="--user")

@@ -65,6 +65,13 @@ OAREPO_S3_READ_TIMEOUT = 60
 OAREPO_S3_MAX_ATTEMPTS = 3
 """Attempts botocore makes for a control call before an :class:`~oarepo_s3.errors.S3Error`."""
 
+OAREPO_S3_MAX_REQUEST_BYTES = 2 * MiB
+"""Largest request body (bytes) the API reads; more is refused with 413 (file contents never go through it).
+
+Completing a 10,000-part upload sends ~0.6 MB of part ETags; signing
+10,000 parts with their SHA-256s ~0.8 MB.
+"""
+
 OAREPO_S3_DRAFTS_URL_PREFIX = "/draft/records"
 """Where the draft-records REST API is mounted."""
 

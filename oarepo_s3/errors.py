@@ -56,6 +56,19 @@ class RequestValidationError(OARepoS3Error):
         )
 
 
+class RequestTooLarge(OARepoS3Error):
+    """The request's body is larger than ``OAREPO_S3_MAX_REQUEST_BYTES`` (file bytes never go through the API)."""
+
+    code = 413
+
+    def __init__(self, limit: int):
+        """:param limit: the largest body accepted, in bytes."""
+        super().__init__(
+            f"The request's body is too large: at most {limit} bytes (file contents go straight to S3).",
+            errors=[FieldError("body", f"must be at most {limit} bytes")],
+        )
+
+
 class UploadNotFound(OARepoS3Error):
     """No in-progress multipart upload matches the request."""
 

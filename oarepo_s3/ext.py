@@ -11,6 +11,7 @@ from flask import Flask
 
 from . import config
 from .files import install_session_attribute
+from .views.common import FileKeyConverter
 
 if TYPE_CHECKING:
     from .presign import SigV4Presigner
@@ -104,6 +105,8 @@ class OARepoS3:
         self.init_config(app)
         install_log_redaction()
         install_session_attribute()
+        # URL rules of our views (and of the seed's multipart_actions, in any blueprint) take keys with it.
+        app.url_map.converters.setdefault("filekey", FileKeyConverter)
         app.extensions["oarepo-s3"] = _OARepoS3State(app)
 
     @staticmethod

@@ -51,12 +51,17 @@ def assert_nothing_created(s3_client, bucket_name):
         ("expires", timedelta(days=30), "between"),
         ("key", "", "non-empty"),
         ("key", None, "non-empty"),
-        ("key", "a\x00b", "control characters"),
-        ("key", "line\nbreak", "control characters"),
-        ("key", "tab\there", "control characters"),
-        ("key", "x" * 1025, "at most 1024 bytes"),
-        ("key", "é" * 513, "at most 1024 bytes"),
-        ("key", "\ud800", "Unicode"),
+        ("key", "a\x00b", "control, format or separator characters (U+0000)"),
+        ("key", "line\nbreak", "control, format or separator characters (U+000A)"),
+        ("key", "tab\there", "control, format or separator characters (U+0009)"),
+        ("key", "evil\u202etxt.exe", "control, format or separator characters (U+202E)"),
+        ("key", "zero\u200bwidth", "control, format or separator characters (U+200B)"),
+        ("key", "para\u2029graph", "control, format or separator characters (U+2029)"),
+        ("key", "x" * 256, "at most 255 characters"),
+        ("key", "é" * 256, "at most 255 characters"),
+        ("key", "\ud800", "no lone surrogates"),
+        ("key", "a/content", "reserved by the API's URLs"),
+        ("key", "a/../b", "'..' segments"),
         ("content_type", "tëxt/plain", "printable ASCII"),
         ("content_type", "text/plain\r\nX-Evil: 1", "printable ASCII"),
         ("content_type", "", "printable ASCII"),
@@ -78,8 +83,9 @@ def test_bad_input_names_field_and_rule(app, record, s3_client, s3_bucket, field
     assert_nothing_created(s3_client, s3_bucket)
 
 
-def test_key_of_exactly_1024_bytes_is_fine(app, record):
-    MultipartUpload(base_uri=None, **{**GOOD, "key": "k" * 1024})
+def test_key_of_files_rests_longest_length_is_fine(app, record):
+    """files-rest's ``FILES_REST_OBJECT_KEY_MAX_LEN`` (255 characters) is the one key length limit."""
+    MultipartUpload(base_uri=None, **{**GOOD, "key": "ké✓" * 85})
 
 
 def test_part_size_giving_too_many_parts(app, record, s3_client, s3_bucket):

@@ -25,12 +25,13 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request, url_for
 
 from .. import drafts, service
-from ..api import CONTENT_TYPE_PATTERN, CONTENT_TYPE_RULE, EMPTY_FILE_CHECKSUM, EmptyFile, MultipartUpload
+from ..api import CONTENT_TYPE_PATTERN, CONTENT_TYPE_RULE, EMPTY_FILE_CHECKSUM, EmptyFile, MultipartUpload, validate_key
 from ..errors import RequestValidationError, UploadNotFound
 from ..permissions import require_authenticated
 from ..results import UploadSession
 from ..service import ReportedPart
-from .common import owned_draft, validate_rest_key
+from .bounds import body_bytes, load_json
+from .common import owned_draft
 from .parsing import MAX_PART_NUMBER, CompleteSchema, parse_json
 from .serializers import DRAFTS, parts_json
 
@@ -50,7 +51,7 @@ def _session(pid_value: str, upload_id: str) -> tuple[drafts.DraftRecord, Upload
     key = request.args.get("key")
     if not key:
         raise RequestValidationError([("key", "the 'key' query parameter is required")])
-    session = service.upload_of(record.bucket_id, key)
+    session = service.upload_of(record.bucket_id, validate_key(key))
     if session.upload_id != upload_id:
         raise UploadNotFound(f"Upload {upload_id!r} is not the upload of {key!r} in this draft.")
     return record, session
@@ -59,13 +60,13 @@ def _session(pid_value: str, upload_id: str) -> tuple[drafts.DraftRecord, Upload
 def create_upload(pid_value: str) -> Response:
     """``POST <base>/s3/multipart {filename, type, metadata: {size}}`` -> ``{key, uploadId}``."""
     record = owned_draft(pid_value)
-    body = request.get_json(silent=True)
+    body = load_json(body_bytes()) if request.mimetype == "application/json" else None
     if not isinstance(body, dict):
         raise RequestValidationError([("body", "must be a JSON object")])
     filename, content_type = body.get("filename"), body.get("type")
     metadata = body.get("metadata") or {}
     size = metadata.get("size") if isinstance(metadata, dict) else None
-    if isinstance(size, str) and size.isdigit():
+    if isinstance(size, str) and re.fullmatch(r"[0-9]{1,19}", size):  # Uppy's metadata may hold it as text
         size = int(size)
     if isinstance(size, bool) or not isinstance(size, int):
         raise RequestValidationError(
@@ -97,7 +98,7 @@ def _key_and_type(filename: Any, content_type: Any, *, name_field: str = "filena
     """
     if not isinstance(filename, str) or not filename:
         raise RequestValidationError([(name_field, "must be a non-empty string (the file's name)")])
-    key = validate_rest_key(filename)
+    key = validate_key(filename)
     if content_type is not None and not isinstance(content_type, str):
         raise RequestValidationError([(type_field, "must be a string")])
     if content_type and not re.match(CONTENT_TYPE_PATTERN, content_type):

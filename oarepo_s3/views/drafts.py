@@ -7,17 +7,18 @@ Every handler: parse -> check permission -> call :mod:`oarepo_s3.drafts` /
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
-from flask import Blueprint, Flask, Response, jsonify, request, url_for
-from werkzeug.exceptions import HTTPException
+from flask import Blueprint, Flask, Response, current_app, jsonify, request, url_for
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
 from .. import drafts, service
-from ..api import EmptyFile, MultipartUpload
+from ..api import EmptyFile, MultipartUpload, validate_key
 from ..errors import RequestValidationError
 from ..permissions import require_authenticated, require_draft_owner
 from ..ratelimit import check_sign_rate_limit
-from .common import json_error, owned_draft, validate_rest_key
+from .bounds import limit_request_body
+from .common import json_error, owned_draft
 from .companion import register_companion_routes
 from .multipart import multipart_actions
 from .parsing import CreateDraftSchema, SignSchema, init_upload_schema, parse_json, parse_json_or_form
@@ -66,7 +67,7 @@ def init_upload(pid_value: str) -> tuple[Response, int]:
             [("multipart", "only direct multipart uploads are supported: add ?multipart=True")]
         )
     body = parse_json_or_form(init_upload_schema)
-    key = validate_rest_key(body["key"])
+    key = validate_key(body["key"])
     content_type = body["multipart_content_type"]
     if body["size"] == 0:  # nothing to upload: the empty file is created complete, without a multipart upload
         entry = service.create_empty_file(record.bucket_id, EmptyFile(key, content_type))
@@ -94,25 +95,25 @@ def _action_url(endpoint: str, record: drafts.DraftRecord, key: str) -> str:
 def get_draft_file(pid_value: str, key: str) -> Response:
     """``GET /draft/records/<pid>/files/<key>``."""
     record = owned_draft(pid_value)
-    return jsonify(file_json(record, service.get_file(record.bucket_id, key)))
+    return jsonify(file_json(record, service.get_file(record.bucket_id, validate_key(key))))
 
 
 def delete_draft_file(pid_value: str, key: str) -> tuple[str, int]:
     """``DELETE /draft/records/<pid>/files/<key>`` -> 204 (aborts a pending upload)."""
-    service.delete_file(owned_draft(pid_value).bucket_id, key)
+    service.delete_file(owned_draft(pid_value).bucket_id, validate_key(key))
     return "", 204
 
 
 def resume(pid_value: str, key: str) -> Response:
     """``GET .../files/<key>/multipart``: the session and the parts S3 already holds (all pages)."""
-    session = service.upload_of(owned_draft(pid_value).bucket_id, key)
+    session = service.upload_of(owned_draft(pid_value).bucket_id, validate_key(key))
     parts = service.list_uploaded_parts(session)
     return jsonify({**session.to_json(), "parts": parts_json(parts)})
 
 
 def sign(pid_value: str, key: str) -> Response:
     """``POST .../files/<key>/multipart/sign {"parts": [1, 2]}``: fresh presigned part URLs."""
-    session = service.upload_of(owned_draft(pid_value).bucket_id, key)
+    session = service.upload_of(owned_draft(pid_value).bucket_id, validate_key(key))
     body = parse_json(SignSchema())
     numbers = body["parts"]
     if len(set(numbers)) != len(numbers):
@@ -136,7 +137,7 @@ def _signed_part(number: int, url: str, md5s: dict[int, str], sha256s: dict[int,
 
 def draft_content(pid_value: str, key: str) -> Response:
     """``GET .../files/<key>/content`` -> 302 to a presigned S3 GET; 409 while pending."""
-    return service.send_file(owned_draft(pid_value).bucket_id, key)
+    return service.send_file(owned_draft(pid_value).bucket_id, validate_key(key))
 
 
 # --- published records --------------------------------------------------------
@@ -156,12 +157,12 @@ def list_record_files(pid_value: str) -> Response:
 def get_record_file(pid_value: str, key: str) -> Response:
     """``GET /records/<pid>/files/<key>``."""
     record = drafts.resolve(pid_value, status=drafts.PUBLISHED)
-    return jsonify(file_json(record, service.get_file(record.bucket_id, key)))
+    return jsonify(file_json(record, service.get_file(record.bucket_id, validate_key(key))))
 
 
 def record_content(pid_value: str, key: str) -> Response:
     """``GET /records/<pid>/files/<key>/content`` -> 302 to a presigned S3 GET."""
-    return service.send_file(drafts.resolve(pid_value, status=drafts.PUBLISHED).bucket_id, key)
+    return service.send_file(drafts.resolve(pid_value, status=drafts.PUBLISHED).bucket_id, validate_key(key))
 
 
 # --- blueprints -----------------------------------------------------------------
@@ -169,9 +170,36 @@ def record_content(pid_value: str, key: str) -> Response:
 
 def _blueprint(name: str, url_prefix: str) -> Blueprint:
     bp = Blueprint(name, __name__, url_prefix=url_prefix)
+    bp.before_request(limit_request_body)
     bp.before_request(check_cross_site_request)
     bp.register_error_handler(HTTPException, json_error)
     return bp
+
+
+def _not_routed(unrouted: str) -> NoReturn:
+    """Any other path under the API's prefix: a JSON 404, or 405 naming the methods the path allows.
+
+    Flask routes before it knows the blueprint, so without this rule an
+    unknown path or method of the API would get the app's HTML error page.
+    """
+    adapter = current_app.create_url_adapter(request)
+    assert adapter is not None
+    allowed = set()
+    for method in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"):
+        try:
+            rule, _ = adapter.match(request.path, method=method, return_rule=True)
+        except HTTPException:
+            continue
+        if rule.endpoint != request.endpoint:
+            allowed.add(method)
+    if allowed:
+        raise MethodNotAllowed(valid_methods=sorted(allowed))
+    raise NotFound()
+
+
+def _route_the_rest(bp: Blueprint) -> None:
+    bp.add_url_rule("/<filekey:unrouted>", "not_routed", _not_routed,
+                    methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"])
 
 
 def create_drafts_blueprint(app: Flask) -> Blueprint:
@@ -184,17 +212,18 @@ def create_drafts_blueprint(app: Flask) -> Blueprint:
         ("/<pid_value>/publish", "publish", publish, ["POST"]),
         ("/<pid_value>/files/", "files", list_draft_files, ["GET"]),
         ("/<pid_value>/files/", "init_upload", init_upload, ["POST"]),
-        ("/<pid_value>/files/<path:key>", "file", get_draft_file, ["GET"]),
-        ("/<pid_value>/files/<path:key>", "delete_file", delete_draft_file, ["DELETE"]),
-        ("/<pid_value>/files/<path:key>/content", "content", draft_content, ["GET"]),
-        ("/<pid_value>/files/<path:key>/multipart", "multipart", resume, ["GET"]),
-        ("/<pid_value>/files/<path:key>/multipart/sign", "sign", sign, ["POST"]),
+        ("/<pid_value>/files/<filekey:key>", "file", get_draft_file, ["GET"]),
+        ("/<pid_value>/files/<filekey:key>", "delete_file", delete_draft_file, ["DELETE"]),
+        ("/<pid_value>/files/<filekey:key>/content", "content", draft_content, ["GET"]),
+        ("/<pid_value>/files/<filekey:key>/multipart", "multipart", resume, ["GET"]),
+        ("/<pid_value>/files/<filekey:key>/multipart/sign", "sign", sign, ["POST"]),
     ]
     for rule, endpoint, view, methods in rules:
         bp.add_url_rule(rule, endpoint, view, methods=methods)
     for rule, view in multipart_actions(DRAFTS, None, None, None, True).items():
         bp.add_url_rule(f"/<pid_value>/{rule}", view_func=view, methods=["POST"])
     register_companion_routes(bp)
+    _route_the_rest(bp)
     return bp
 
 
@@ -203,6 +232,7 @@ def create_records_blueprint(app: Flask) -> Blueprint:
     bp = _blueprint(RECORDS, app.config["OAREPO_S3_RECORDS_URL_PREFIX"])
     bp.add_url_rule("/<pid_value>", "record", get_record)
     bp.add_url_rule("/<pid_value>/files/", "files", list_record_files)
-    bp.add_url_rule("/<pid_value>/files/<path:key>", "file", get_record_file)
-    bp.add_url_rule("/<pid_value>/files/<path:key>/content", "content", record_content)
+    bp.add_url_rule("/<pid_value>/files/<filekey:key>", "file", get_record_file)
+    bp.add_url_rule("/<pid_value>/files/<filekey:key>/content", "content", record_content)
+    _route_the_rest(bp)
     return bp

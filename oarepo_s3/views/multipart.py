@@ -22,6 +22,7 @@ from flask import Response, jsonify
 from flask.views import MethodView
 
 from .. import drafts, service
+from ..api import validate_key
 from ..permissions import require_draft_owner
 from ..service import ReportedPart
 from .parsing import CompleteSchema, parse_json
@@ -51,6 +52,7 @@ class MultipartUploadCompleteResource(MethodView):
         """Verify and complete; answer the completed file."""
         record = resolve_record(pid_value)
         require_draft_owner(record)
+        key = validate_key(key)
         body = parse_json(CompleteSchema())
         parts = None
         if body["parts"] is not None:
@@ -69,17 +71,17 @@ class MultipartUploadAbortResource(MethodView):
         """Abort; 204. Repeating it answers 404."""
         record = resolve_record(pid_value)
         require_draft_owner(record)
-        service.abort_file_upload(record.bucket_id, key)
+        service.abort_file_upload(record.bucket_id, validate_key(key))
         return "", 204
 
 
 def multipart_actions(code: str, files: Any, rest_endpoint: Any, extra: Any, is_draft: bool) -> dict[str, Any]:
     """The seed's hook: URL rule -> view for completing and aborting uploads."""
     return {
-        "files/<path:key>/complete-multipart": MultipartUploadCompleteResource.as_view(
+        "files/<filekey:key>/complete-multipart": MultipartUploadCompleteResource.as_view(
             MultipartUploadCompleteResource.view_name.format(endpoint=code)
         ),
-        "files/<path:key>/abort-multipart": MultipartUploadAbortResource.as_view(
+        "files/<filekey:key>/abort-multipart": MultipartUploadAbortResource.as_view(
             MultipartUploadAbortResource.view_name.format(endpoint=code)
         ),
     }

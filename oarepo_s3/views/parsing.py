@@ -6,11 +6,12 @@ from collections.abc import Callable
 from typing import Any, NoReturn
 
 from flask import request
-from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import RAISE, Schema, ValidationError, fields, missing, validate, validates_schema
 from webargs.flaskparser import FlaskParser
 
 from ..api import CONTENT_TYPE_PATTERN, CONTENT_TYPE_RULE
 from ..errors import RequestValidationError
+from .bounds import body_bytes, limit_request_body, load_json
 
 MAX_PART_NUMBER = 10_000
 
@@ -27,6 +28,12 @@ class _Parser(FlaskParser):
 
     def _handle_invalid_json_error(self, error: Exception, req: Any, *args: Any, **kwargs: Any) -> NoReturn:
         raise RequestValidationError([("body", "must be valid JSON")])
+
+    def _raw_load_json(self, req: Any) -> Any:
+        """The JSON body, read and parsed within :mod:`.bounds` (webargs would parse it unbounded)."""
+        if req.mimetype != "application/json":
+            return missing
+        return load_json(body_bytes())
 
 
 parser = _Parser()
@@ -141,7 +148,7 @@ class SignSchema(Schema):
 
 def parse_json(schema: Schema) -> dict[str, Any]:
     """Parse the JSON body (an empty body counts as ``{}``)."""
-    if not request.get_data(cache=True):
+    if not body_bytes():
         try:
             loaded: dict[str, Any] = schema.load({})
         except ValidationError as e:
@@ -156,6 +163,7 @@ def parse_json(schema: Schema) -> dict[str, Any]:
 def parse_json_or_form(schema_factory: Callable[..., Schema]) -> dict[str, Any]:
     """Parse a JSON body (strict types) or a form-encoded one (digits accepted), as the seed allowed."""
     parsed: dict[str, Any]
+    limit_request_body()
     if request.mimetype == "application/json":
         parsed = parser.parse(schema_factory(strict=True), request, location="json")
         return parsed

@@ -19,8 +19,8 @@ def test_spec_is_valid_openapi():
 def test_every_route_is_described_and_nothing_else(app):
     served = set()
     for rule in app.url_map.iter_rules():
-        if not rule.endpoint.startswith(OURS):
-            continue
+        if not rule.endpoint.startswith(OURS) or rule.endpoint.endswith(".not_routed"):
+            continue  # (not_routed: every other path of the API gets its JSON 404/405, no operation)
         path = re.sub(r"<(?:[a-z]+:)?(\w+)>", lambda m: "{" + {"pid_value": "pid", "upload_id": "uploadId",
                                                                   "part_number": "partNumber"}.get(m[1], m[1]) + "}",
                       rule.rule)

@@ -113,7 +113,8 @@ def call(session, scene, endpoint):
 
 
 def test_every_endpoint_is_in_the_matrix(app):
-    served = {rule.endpoint for rule in app.url_map.iter_rules() if rule.endpoint.startswith(OURS)}
+    served = {rule.endpoint for rule in app.url_map.iter_rules()
+              if rule.endpoint.startswith(OURS) and not rule.endpoint.endswith(".not_routed")}  # no operation
     assert served == set(CALLS), f"add {sorted(served - set(CALLS))} to CALLS; remove {sorted(set(CALLS) - served)}"
 
 
