@@ -337,13 +337,18 @@ def postmaster_pid(uri: str) -> int | None:
 
 def app_config(db_uri: str, s3: S3Server, **extra) -> dict:
     """The API app's configuration for a benchmark (the settings a deployment would set)."""
+    from oarepo_s3.ratelimit import BUDGETS
+
     return {
         "SECRET_KEY": "bench-secret",
+        "TRUSTED_HOSTS": ["127.0.0.1", "localhost"],
         "SQLALCHEMY_DATABASE_URI": db_uri,
         "S3_ENDPOINT_URL": s3.endpoint,
         "S3_ACCESS_KEY_ID": s3.access_key,
         "S3_SECRET_ACCESS_KEY": s3.secret_key,
         "S3_REGION_NAME": REGION,
+        # Throughput is measured, not the per-user budgets (oarepo_s3.ratelimit).
+        **{setting: None for setting in BUDGETS.values()},
         **extra,
     }
 

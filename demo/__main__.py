@@ -8,9 +8,14 @@ data in ``--data-dir`` across restarts (see :mod:`demo.s3snapshot`), as do
 browser logins. With
 ``INVENIO_S3_ENDPOINT_URL`` (and ``INVENIO_S3_ACCESS_KEY_ID``,
 ``INVENIO_S3_SECRET_ACCESS_KEY``) in the environment, that S3 is used
-instead (bucket ``--bucket``, created with CORS when missing); with
+instead (bucket ``--bucket``, created with CORS when missing; an existing
+bucket's CORS is left as it is unless ``--set-cors``); with
 ``INVENIO_SQLALCHEMY_DATABASE_URI``, that database. Every other
 ``INVENIO_<KEY>`` variable sets config key ``<KEY>`` as in invenio-app.
+
+What the demo writes (the database, the embedded S3's data, browser
+sessions, its secret key, the info file with passwords and tokens) is
+readable by its owner only.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import ast
 import json
 import logging
 import os
+import secrets
 import signal
 import socket
 import sys
@@ -82,8 +88,13 @@ def s3_client(config: dict):
     )
 
 
-def prepare_bucket(client, bucket: str, *, create: bool) -> str:
-    """Make sure ``bucket`` exists and lets browsers PUT parts; return a note for the banner."""
+def prepare_bucket(client, bucket: str, *, create: bool, set_cors: bool) -> str:
+    """Make sure ``bucket`` exists; return a note for the banner.
+
+    CORS (browsers PUT parts and read their ETags) is set on a bucket the
+    demo creates, and on an existing one only with ``set_cors``: someone
+    else's bucket keeps its rules. Without usable rules the note says so.
+    """
     from botocore.exceptions import BotoCoreError, ClientError
 
     try:
@@ -97,11 +108,52 @@ def prepare_bucket(client, bucket: str, *, create: bool) -> str:
         raise DemoError(f"S3 at {client.meta.endpoint_url} cannot be reached: {e}") from None
     if not existed:
         client.create_bucket(Bucket=bucket)
+    if not existed or set_cors:
+        try:
+            client.put_bucket_cors(Bucket=bucket, CORSConfiguration={"CORSRules": CORS_RULES})
+        except ClientError as e:
+            return f"could not set the bucket's CORS ({e}); browsers need PUT allowed and ETag exposed"
+        return "created" if not existed else "existing, CORS set (--set-cors)"
+    if not browsers_can_upload(client, bucket):
+        return ("existing; its CORS does not let browsers upload (PUT allowed, ETag exposed): "
+                "the web page cannot upload until it does (run with --set-cors, or `invenio oarepo-s3 cors`)")
+    return "existing, its CORS kept"
+
+
+def browsers_can_upload(client, bucket: str) -> bool:
+    """True when some CORS rule of ``bucket`` allows PUT and exposes ETag."""
+    from botocore.exceptions import ClientError
+
     try:
-        client.put_bucket_cors(Bucket=bucket, CORSConfiguration={"CORSRules": CORS_RULES})
-    except ClientError as e:
-        return f"could not set the bucket's CORS ({e}); browsers need PUT allowed and ETag exposed"
-    return "created" if not existed else "existing"
+        rules = client.get_bucket_cors(Bucket=bucket).get("CORSRules", [])
+    except ClientError:
+        return False
+    return any("PUT" in r.get("AllowedMethods", []) and "etag" in {h.lower() for h in r.get("ExposeHeaders", [])}
+               for r in rules)
+
+
+def secret_key(data_dir: Path) -> str:
+    """The demo's SECRET_KEY: random, made once and kept in the data directory (owner-only)."""
+    path = data_dir / "secret-key"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    key = secrets.token_urlsafe(48)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(key)
+    return key
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``path`` atomically, readable by its owner only (it holds passwords and tokens)."""
+    partial = path.with_name(path.name + ".partial")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.chmod(partial, 0o600)  # an older file of that name may have other bits
+    partial.replace(path)
 
 
 def start_embedded_s3(port: int, data_dir: Path, bucket: str):
@@ -119,7 +171,7 @@ def start_embedded_s3(port: int, data_dir: Path, bucket: str):
     client = s3_client(config)
     state_dir = data_dir / "s3"
     s3snapshot.load(state_dir, lambda name: client.create_bucket(Bucket=name))
-    prepare_bucket(client, bucket, create=True)
+    prepare_bucket(client, bucket, create=True, set_cors=True)  # the embedded S3 is the demo's own
     return server, s3snapshot.Snapshotter(state_dir, interval=30), config
 
 
@@ -135,6 +187,8 @@ def parse_args(argv):
                         help="seconds between runs of the expired-upload cleanup (default 600)")
     parser.add_argument("--upload-expiry", type=int, default=None,
                         help="seconds an upload may stay in progress (default: 1 day)")
+    parser.add_argument("--set-cors", action="store_true",
+                        help="replace an existing external bucket's CORS with rules that let browsers upload")
     return parser.parse_args(argv)
 
 
@@ -174,17 +228,21 @@ def run(args, env_config: dict, external_s3: bool) -> int:
     from .web import blueprint as web_blueprint
 
     data_dir = Path(args.data_dir).resolve()
+    os.umask(0o077)  # everything the demo writes (database, S3 data, sessions, secrets): the owner's only
     data_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(data_dir, 0o700)
     s3_server = snapshotter = None
     if external_s3:
         s3_config = {}
-        bucket_note = prepare_bucket(s3_client(env_config), args.bucket, create=True)
+        bucket_note = prepare_bucket(s3_client(env_config), args.bucket, create=True, set_cors=args.set_cors)
     else:
         s3_server, snapshotter, s3_config = start_embedded_s3(args.s3_port, data_dir, args.bucket)
         bucket_note = f"embedded, data kept in {data_dir / 's3'}"
     url = f"http://127.0.0.1:{args.port}"
     config = {
-        "SECRET_KEY": "demo-only-secret",
+        "SECRET_KEY": secret_key(data_dir),
+        # Links and stored URLs name the demo's own host, never a Host header a client made up.
+        "TRUSTED_HOSTS": ["127.0.0.1", "localhost"],
         "SQLALCHEMY_DATABASE_URI": f"sqlite:///{data_dir / 'demo.db'}",
         **s3_config,
         **env_config,
@@ -244,9 +302,7 @@ Ctrl-C stops everything (data stays in {data_dir}).
 """, flush=True)
     # Written last: scripts waiting for this file may use the demo at once.
     for path in [data_dir / "info.json"] + ([Path(args.info_file)] if args.info_file else []):
-        partial = path.with_name(path.name + ".partial")
-        partial.write_text(json.dumps(info, indent=2))
-        partial.replace(path)
+        write_private(path, json.dumps(info, indent=2))
     try:
         server.serve_forever()  # returns on Ctrl-C (werkzeug catches the KeyboardInterrupt)
     except KeyboardInterrupt:

@@ -48,6 +48,8 @@ DEFAULTS: dict[str, Any] = {
     "MAIL_SUPPRESS_SEND": True,
     "RATELIMIT_ENABLED": False,
     "WTF_CSRF_ENABLED": False,
+    # Browsers send the session cookie on top-level navigation only, not on other sites' requests.
+    "SESSION_COOKIE_SAMESITE": "Lax",
 }
 """Settings the app starts from; ``config`` overrides any of them."""
 

@@ -86,15 +86,29 @@ OAREPO_S3_SIGN_RATE_LIMIT = "3000/minute"
 
 Counts starting an upload, re-signing parts and Uppy's part signing; over
 the limit the API answers 429 with ``Retry-After``. None or ``""``: no limit.
-The default lets one user sign 50 parts a second: oarepo-s3-client and Uppy
-sign each part in its own request, so that is ~800 MiB/s with 16 MiB parts.
+The default lets one user sign 50 parts a second: Uppy signs each part in
+its own request, so that is ~800 MiB/s with 16 MiB parts. Every budget:
+:mod:`oarepo_s3.ratelimit`.
 """
 
-OAREPO_S3_SIGN_RATE_LIMIT_STORAGE_URI = None
-"""Where the signing counts live (a ``limits`` storage URI, e.g. ``redis://localhost:6379/0``).
+OAREPO_S3_START_RATE_LIMIT = "600/minute"
+"""Most uploads (and empty files) one user may start: each is an S3 call and new rows."""
 
-None: Flask-Limiter's ``RATELIMIT_STORAGE_URI`` when set, else ``memory://``,
-which counts per process; with several workers use Redis so they share one budget.
+OAREPO_S3_LIST_RATE_LIMIT = "600/minute"
+"""Most requests for the parts S3 holds (resume, Uppy's list) one user may make: S3 calls each."""
+
+OAREPO_S3_FINISH_RATE_LIMIT = "1200/minute"
+"""Most completions, aborts and deletes one user may ask for: S3 calls each."""
+
+OAREPO_S3_DRAFT_RATE_LIMIT = "120/minute"
+"""Most drafts one user may create or publish: new rows each."""
+
+OAREPO_S3_RATE_LIMIT_STORAGE_URI = None
+"""Where the counts of every budget live (a ``limits`` storage URI, e.g. ``redis://localhost:6379/0``).
+
+None: ``OAREPO_S3_SIGN_RATE_LIMIT_STORAGE_URI`` (its former name) when set,
+else Flask-Limiter's ``RATELIMIT_STORAGE_URI``, else ``memory://``, which
+counts per process; with several workers use Redis so they share one budget.
 """
 
 OAREPO_S3_CLEANUP_LIMIT = 10_000

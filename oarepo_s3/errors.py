@@ -194,18 +194,22 @@ class S3Unavailable(S3Error):
     """S3 could not be reached at all (connection refused, DNS, timeout), or no credentials are usable."""
 
 
-class SignRateLimited(OARepoS3Error):
-    """The user made more URL-signing requests than ``OAREPO_S3_SIGN_RATE_LIMIT`` allows."""
+class RateLimited(OARepoS3Error):
+    """The user used up a budget of :mod:`oarepo_s3.ratelimit` (S3 calls, new rows, signed URLs)."""
 
     code = 429
 
-    def __init__(self, limit: str, retry_after: int):
-        """:param limit: the limit used up, e.g. ``600 per 1 minute``. :param retry_after: seconds."""
+    def __init__(self, budget: str, setting: str, limit: str, retry_after: int):
+        """:param budget: e.g. ``sign``. :param setting: its config key. :param limit: e.g. ``600 per 1 minute``.
+
+        :param retry_after: seconds until a request fits the budget again.
+        """
+        self.budget = budget
         self.limit = limit
         self.retry_after = retry_after
         super().__init__(
-            f"Too many requests that sign upload URLs: the limit is {limit} per user; retry in {retry_after} s.",
-            errors=[FieldError("rate_limit", limit)],
+            f"Too many requests of one user ({budget}): the limit is {limit} ({setting}); retry in {retry_after} s.",
+            errors=[FieldError("rate_limit", f"{limit} ({setting})")],
         )
 
     def get_headers(self, environ: Any = None, scope: Any = None) -> list[tuple[str, str]]:

@@ -15,7 +15,7 @@ from .views.common import FileKeyConverter
 
 if TYPE_CHECKING:
     from .presign import SigV4Presigner
-    from .ratelimit import SignRateLimiter
+    from .ratelimit import RateLimiter
     from .s3 import S3Client
 
 _SECRETS = (
@@ -66,11 +66,11 @@ class _OARepoS3State:
         return S3Client.from_config(self.app.config)
 
     @cached_property
-    def sign_limiter(self) -> SignRateLimiter:
-        """The :class:`~oarepo_s3.ratelimit.SignRateLimiter` (``OAREPO_S3_SIGN_RATE_LIMIT``)."""
-        from .ratelimit import SignRateLimiter
+    def rate_limiter(self) -> RateLimiter:
+        """The :class:`~oarepo_s3.ratelimit.RateLimiter` of the per-user budgets (``OAREPO_S3_*_RATE_LIMIT``)."""
+        from .ratelimit import RateLimiter
 
-        return SignRateLimiter(self.app)
+        return RateLimiter(self.app)
 
     @cached_property
     def presigner(self) -> SigV4Presigner:

@@ -1,24 +1,33 @@
-"""Per-user rate limit of the requests that sign part URLs.
+"""Per-user rate limits of every request that costs S3 calls, new rows or signed URLs.
 
-Signing is cheap for us (~2 µs a URL) but every URL lets a client write up
-to 5 GiB to S3, so ``OAREPO_S3_SIGN_RATE_LIMIT`` caps how many *requests*
-that sign URLs one user may make: starting an upload (which signs every
-part), re-signing parts, and Uppy's per-part and batch signing. The limit is
-Flask-Limiter's notation (``"600/minute"``, ``"10/second;600/hour"``);
-``None`` or ``""`` turns it off.
+Each budget is its own setting, in Flask-Limiter's notation (``"600/minute"``,
+``"10/second;600/hour"``; ``None`` or ``""`` turns it off):
 
-It is checked with Flask-Limiter's own engine (the ``limits`` library: a
-moving window in ``OAREPO_S3_SIGN_RATE_LIMIT_STORAGE_URI``), not with a
-second ``flask_limiter.Limiter``: an app built with invenio-app already has
-one whose ``before_request`` hook applies the global ``RATELIMIT_*`` limits
-to every request. Registering another instance would run those global
-limits twice; this module adds only its own per-user budget for signing.
-The storage defaults to the one those global limits use
-(``RATELIMIT_STORAGE_URI``), else to process memory, which counts per
-worker process: production with several workers wants Redis
-(``redis://host:6379/0``), so the budget is shared.
+==========  ===============================  =====================================================
+budget      setting                          requests counted
+==========  ===============================  =====================================================
+sign        ``OAREPO_S3_SIGN_RATE_LIMIT``    sign part URLs: start an upload (it signs every
+                                             part), re-sign, Uppy's per-part and batch signing
+start       ``OAREPO_S3_START_RATE_LIMIT``   start an upload (REST, Uppy) or write an empty file:
+                                             an S3 call and new rows each
+list        ``OAREPO_S3_LIST_RATE_LIMIT``    the parts S3 holds (resume, Uppy's list): one S3
+                                             call per 1,000 parts
+finish      ``OAREPO_S3_FINISH_RATE_LIMIT``  complete (REST, Uppy, the seed's resource), abort,
+                                             delete: S3 calls each
+draft       ``OAREPO_S3_DRAFT_RATE_LIMIT``   create or publish a draft: new rows
+==========  ===============================  =====================================================
 
-Anonymous requests are not counted here: they get their 401 from the view.
+Over a budget the API answers 429 with ``Retry-After``, naming the budget
+and its setting. Budgets are counted per user; anonymous requests are not
+counted (they get their 401 from the view).
+
+Counts use Flask-Limiter's own engine (the ``limits`` library: a moving
+window in ``OAREPO_S3_RATE_LIMIT_STORAGE_URI``), not a second
+``flask_limiter.Limiter``: an app built with invenio-app already has one,
+whose ``before_request`` applies the global ``RATELIMIT_*`` limits to every
+request. The storage defaults to the one those use (``RATELIMIT_STORAGE_URI``),
+else to process memory, which counts per worker process: production with
+several workers wants Redis (``redis://host:6379/0``), so the budgets are shared.
 """
 
 from __future__ import annotations
@@ -34,12 +43,39 @@ from limits import RateLimitItem, parse_many
 from limits.storage import Storage, storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 
-from .errors import SignRateLimited
+from .errors import RateLimited
 
-SIGNING_ENDPOINTS = frozenset(("init_upload", "sign", "uppy_sign_batch", "uppy_sign_part"))
-"""Endpoints (of the drafts blueprint) whose requests sign part URLs."""
+BUDGETS: dict[str, str] = {
+    "sign": "OAREPO_S3_SIGN_RATE_LIMIT",
+    "start": "OAREPO_S3_START_RATE_LIMIT",
+    "list": "OAREPO_S3_LIST_RATE_LIMIT",
+    "finish": "OAREPO_S3_FINISH_RATE_LIMIT",
+    "draft": "OAREPO_S3_DRAFT_RATE_LIMIT",
+}
+"""Budget name -> the setting that holds its limit."""
 
-_KEY_PREFIX = "oarepo-s3-sign"
+ENDPOINT_BUDGETS: dict[str, tuple[str, ...]] = {
+    "create": ("draft",),
+    "publish": ("draft",),
+    "init_upload": ("start", "sign"),
+    "sign": ("sign",),
+    "multipart": ("list",),
+    "delete_file": ("finish",),
+    "uppy_create": ("start",),
+    "uppy_empty": ("start",),
+    "uppy_list_parts": ("list",),
+    "uppy_sign_batch": ("sign",),
+    "uppy_sign_part": ("sign",),
+    "uppy_complete": ("finish",),
+    "uppy_abort": ("finish",),
+}
+"""Endpoints of the drafts blueprint -> the budgets a request counts against.
+
+The seed's completion resources count themselves (:func:`count`): they are
+mounted in other apps' blueprints too, where no hook of ours runs.
+"""
+
+_KEY_PREFIX = "oarepo-s3"
 
 
 @lru_cache(maxsize=16)
@@ -47,11 +83,11 @@ def _parse(limit: str) -> tuple[RateLimitItem, ...]:
     return tuple(parse_many(limit))
 
 
-class SignRateLimiter:
-    """Per-app counters of signing requests by user (built on first use)."""
+class RateLimiter:
+    """Per-app counters by budget and user (the storage is opened on first use)."""
 
     def __init__(self, app: Flask):
-        """Remember the app; the storage is opened on first use."""
+        """Remember the app."""
         self.app = app
         self._lock = threading.Lock()
         self._storage: Storage | None = None
@@ -60,7 +96,10 @@ class SignRateLimiter:
     def storage_uri(self) -> str:
         """Where counts live: our setting, else Flask-Limiter's ``RATELIMIT_STORAGE_URI``, else memory."""
         config = self.app.config
-        return config.get("OAREPO_S3_SIGN_RATE_LIMIT_STORAGE_URI") or config.get("RATELIMIT_STORAGE_URI") or "memory://"
+        uri: str = (config.get("OAREPO_S3_RATE_LIMIT_STORAGE_URI")
+                    or config.get("OAREPO_S3_SIGN_RATE_LIMIT_STORAGE_URI")  # its former name
+                    or config.get("RATELIMIT_STORAGE_URI") or "memory://")
+        return uri
 
     @property
     def storage(self) -> Storage:
@@ -70,46 +109,50 @@ class SignRateLimiter:
             if self._storage is None or uri != self._storage_uri:
                 storage = storage_from_string(uri)
                 if not isinstance(storage, Storage):
-                    raise ValueError(f"OAREPO_S3_SIGN_RATE_LIMIT_STORAGE_URI {uri!r} names an asyncio storage")
+                    raise ValueError(f"OAREPO_S3_RATE_LIMIT_STORAGE_URI {uri!r} names an asyncio storage")
                 self._storage, self._storage_uri = storage, uri
             return self._storage
 
-    def limits(self) -> tuple[RateLimitItem, ...]:
-        """The configured limits (empty: signing is not limited)."""
-        value = self.app.config.get("OAREPO_S3_SIGN_RATE_LIMIT")
+    def limits(self, budget: str) -> tuple[RateLimitItem, ...]:
+        """The configured limits of ``budget`` (empty: not limited)."""
+        value = self.app.config.get(BUDGETS[budget])
         return _parse(value) if value else ()
 
-    def hit(self, user_id: int) -> None:
-        """Count one signing request of ``user_id``.
+    def hit(self, budget: str, user_id: int) -> None:
+        """Count one request of ``user_id`` against ``budget``.
 
         Each limit is hit in turn, as Flask-Limiter does (a hit is atomic in
         the storage, so concurrent workers never overshoot).
 
-        :raises SignRateLimited: a limit is used up; names it and when to retry.
+        :raises RateLimited: a limit is used up; names it, its setting and when to retry.
         """
-        limits = self.limits()
+        limits = self.limits(budget)
         if not limits:
             return
         strategy = MovingWindowRateLimiter(self.storage)
         key = str(user_id)
         for item in limits:
-            if not strategy.hit(item, _KEY_PREFIX, key):
-                reset_at = strategy.get_window_stats(item, _KEY_PREFIX, key).reset_time
-                raise SignRateLimited(str(item), max(1, math.ceil(reset_at - time.time())))
+            if not strategy.hit(item, _KEY_PREFIX, budget, key):
+                reset_at = strategy.get_window_stats(item, _KEY_PREFIX, budget, key).reset_time
+                raise RateLimited(budget, BUDGETS[budget], str(item), max(1, math.ceil(reset_at - time.time())))
 
     def reset(self) -> None:
-        """Forget every count (tests, or an administrator after changing the limit)."""
+        """Forget every count (an administrator after changing a limit, or tests)."""
         self.storage.reset()
 
 
-def check_sign_rate_limit() -> None:
-    """``before_request`` hook of the drafts blueprint: count signing requests per user.
+def count(*budgets: str) -> None:
+    """Count the current request of the signed-in user against ``budgets`` (anonymous: not counted).
 
-    :raises SignRateLimited: the user's budget is used up (429, ``Retry-After``).
+    :raises RateLimited: a budget is used up (429, ``Retry-After``).
     """
-    endpoint = (request.endpoint or "").rpartition(".")[2]
-    if endpoint not in SIGNING_ENDPOINTS:
-        return
     if not current_user or not current_user.is_authenticated:
         return
-    current_app.extensions["oarepo-s3"].sign_limiter.hit(current_user.id)
+    limiter: RateLimiter = current_app.extensions["oarepo-s3"].rate_limiter
+    for budget in budgets:
+        limiter.hit(budget, current_user.id)
+
+
+def check_rate_limits() -> None:
+    """``before_request`` hook of the drafts blueprint: count the request against its endpoint's budgets."""
+    count(*ENDPOINT_BUDGETS.get((request.endpoint or "").rpartition(".")[2], ()))

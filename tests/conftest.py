@@ -361,6 +361,8 @@ def app_config(s3_server, s3_credentials, database_uri):
     db_uri = database_uri
     return {
         "SECRET_KEY": "test-secret",
+        # The API answers absolute links only for hosts it was configured for (else paths).
+        "TRUSTED_HOSTS": ["127.0.0.1", "localhost"],
         "TESTING": True,
         "SQLALCHEMY_DATABASE_URI": db_uri,
         "SQLALCHEMY_TRACK_MODIFICATIONS": False,

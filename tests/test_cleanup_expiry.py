@@ -302,3 +302,19 @@ def test_any_failure_is_recorded_and_the_run_goes_on(app, location, monkeypatch,
 
 def invoke_cli(app, *args: str):
     return app.test_cli_runner().invoke(oarepo_s3_cli, list(args), catch_exceptions=False)
+
+
+def test_a_pending_upload_of_a_published_bucket_is_expired_too(location, s3_client, s3_bucket):
+    """Releases before the bucket lock could publish a record with an upload in progress; its expiry raised then."""
+    record = new_record()
+    (pending,) = start_uploads(record, 1)
+    record.bucket.locked = True  # published meanwhile
+    db.session.commit()
+    backdate([pending["id"]])
+
+    report = run_cleanup(sweep=False)
+
+    assert (report.expired, report.failures) == (1, 0)
+    assert statuses() == {pending["id"]: EXPIRED} and s3_upload_ids(s3_client, s3_bucket) == set()
+    db.session.refresh(record.bucket)
+    assert record.bucket.size == 0 and ObjectVersion.get(record.bucket, pending["file_key"]) is None

@@ -102,6 +102,15 @@ def test_ctrl_c_stops_everything_and_data_survives_a_restart(tmp_path):
     signed_in = browser.post(f"{info['url']}/sign-in", data={"email": info["user"], "password": info["password"]},
                              timeout=30)
     assert signed_in.status_code == 200 and "Your records" in signed_in.text
+    cookies = [r.headers.get("Set-Cookie", "") for r in [*signed_in.history, signed_in]]
+    assert any("session=" in c and "SameSite=Lax" in c for c in cookies), cookies
+    # What the demo writes is its owner's only: passwords, tokens, sessions, the secret key, the data.
+    data = tmp_path / "data"
+    private = [data, data / "info.json", data / "secret-key", data / "demo.db", *sorted((data / "sessions").iterdir())]
+    assert len(private) > 4 and {p.name: oct(p.stat().st_mode & 0o077) for p in private} == {
+        p.name: "0o0" for p in private}
+    secret = (data / "secret-key").read_text()
+    assert len(secret) >= 40 and secret not in process.output
 
     assert process.stop() == 0, process.output
     assert "stopping" in process.output
@@ -114,6 +123,7 @@ def test_ctrl_c_stops_everything_and_data_survives_a_restart(tmp_path):
     info2 = again.start()
     try:
         assert "(upgraded)" in again.read_output()
+        assert (data / "secret-key").read_text() == secret  # kept: logins and tokens stay valid
         for key in ("draft_id", "token", "other_token"):
             assert info2[key] == info[key]
         page = browser.get(f"{info2['url']}/", allow_redirects=False, timeout=30)
@@ -218,4 +228,33 @@ def test_settings_from_the_environment_use_that_s3_and_database(s3_backend, s3_c
         assert process.stop() == 0, process.output
         for obj in s3_client.list_objects_v2(Bucket=bucket).get("Contents", []):
             s3_client.delete_object(Bucket=bucket, Key=obj["Key"])
+        s3_client.delete_bucket(Bucket=bucket)
+
+
+@pytest.mark.parametrize("set_cors", [False, True])
+def test_an_existing_buckets_cors_is_left_alone_unless_asked(s3_backend, s3_client, separate_database, tmp_path,
+                                                            set_cors):
+    bucket = f"demo-{uuid.uuid4().hex[:12]}"
+    s3_client.create_bucket(Bucket=bucket)
+    theirs = [{"AllowedOrigins": ["https://their.site"], "AllowedMethods": ["GET"], "AllowedHeaders": ["*"]}]
+    s3_client.put_bucket_cors(Bucket=bucket, CORSConfiguration={"CORSRules": theirs})
+    env = {
+        "INVENIO_S3_ENDPOINT_URL": s3_backend.endpoint_url,
+        "INVENIO_S3_ACCESS_KEY_ID": s3_backend.access_key,
+        "INVENIO_S3_SECRET_ACCESS_KEY": s3_backend.secret_key,
+        "INVENIO_S3_REGION_NAME": s3_backend.region,
+        "INVENIO_SQLALCHEMY_DATABASE_URI": separate_database,
+    }
+    process = DemoProcess(tmp_path / "data", "--bucket", bucket, *(["--set-cors"] if set_cors else []), env=env)
+    process.start()
+    try:
+        rules = s3_client.get_bucket_cors(Bucket=bucket)["CORSRules"]
+        if set_cors:
+            assert "PUT" in rules[0]["AllowedMethods"] and "ETag" in rules[0]["ExposeHeaders"]
+            assert "CORS set (--set-cors)" in process.read_output()
+        else:
+            assert [(r["AllowedOrigins"], r["AllowedMethods"]) for r in rules] == [(["https://their.site"], ["GET"])]
+            assert "its CORS does not let browsers upload" in process.read_output()
+    finally:
+        assert process.stop() == 0, process.output
         s3_client.delete_bucket(Bucket=bucket)

@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import Any, cast
-from urllib.parse import quote
+from urllib.parse import quote, urljoin, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -89,6 +89,8 @@ class Api:
         # server serializes them anyway (they update the draft's bucket row), and a SQLite-backed
         # server (the demo) refuses concurrent writers with "database is locked".
         self._write_lock = threading.Lock()
+        self._origin: str | None = None
+        """``scheme://host`` of the API, from the first absolute URL called (the one the user gave)."""
 
     def close(self) -> None:
         """Close the connection pool."""
@@ -112,6 +114,7 @@ class Api:
         """
         expected = set(expect)
         timeout = (self.config.connect_timeout, self.config.read_timeout)
+        url = self.absolute(url)
         try:
             for attempt in retrying(self.config, self._sleep):
                 with attempt:
@@ -133,6 +136,22 @@ class Api:
         except Retryable as e:
             raise (e.final or ApiError(0, str(e), url=url)) from e
         raise AssertionError("unreachable: tenacity re-raises the last error")
+
+    def absolute(self, url: str) -> str:
+        """``url`` as it is, or a path as a URL on the API's host.
+
+        An API without a configured host (``SERVER_NAME``, ``TRUSTED_HOSTS``)
+        answers its links as paths, not trusting the ``Host`` header.
+
+        :raises ApiError: a path before any absolute URL was called.
+        """
+        parts = urlsplit(url)
+        if parts.scheme and parts.netloc:
+            self._origin = f"{parts.scheme}://{parts.netloc}"
+            return url
+        if self._origin is None:
+            raise ApiError(0, f"a link without a host before any API URL was called: {url}", url=url)
+        return urljoin(self._origin + "/", url)
 
     def get_json(self, url: str) -> Any:
         """``GET url`` -> its JSON (any JSON: the methods below name the shape they expect)."""

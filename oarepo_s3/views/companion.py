@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request, url_for
+from flask import Blueprint, Response, jsonify, request
 
 from .. import drafts, service
 from ..api import CONTENT_TYPE_PATTERN, CONTENT_TYPE_RULE, EMPTY_FILE_CHECKSUM, EmptyFile, MultipartUpload, validate_key
@@ -33,7 +33,7 @@ from ..service import ReportedPart
 from .bounds import body_bytes, load_json
 from .common import owned_draft
 from .parsing import MAX_PART_NUMBER, CompleteSchema, parse_json
-from .serializers import DRAFTS, parts_json
+from .serializers import DRAFTS, api_url, parts_json
 
 MiB = 1024 * 1024
 EMPTY_FORM_LIMIT = 64 * 1024
@@ -80,8 +80,8 @@ def create_upload(pid_value: str) -> Response:
         expires=None,
         size=size,
         part_size=uppy_part_size(size),
-        complete_url=url_for(f"{DRAFTS}.{DRAFTS}_upload_complete", _external=True, **values),
-        abort_url=url_for(f"{DRAFTS}.{DRAFTS}_upload_abort", _external=True, **values),
+        complete_url=api_url(f"{DRAFTS}.{DRAFTS}_upload_complete", **values),
+        abort_url=api_url(f"{DRAFTS}.{DRAFTS}_upload_abort", **values),
         content_type=content_type,
         owner_id=require_authenticated(),
     )
@@ -141,7 +141,7 @@ def complete(pid_value: str, upload_id: str) -> Response:
     if body["parts"] is not None:
         parts = [ReportedPart(p.get("PartNumber", p.get("PartNum")), p["ETag"]) for p in body["parts"]]
     completed = service.complete_upload(session, parts)
-    location = url_for(f"{DRAFTS}.content", pid_value=record.pid_value, key=completed.file_key, _external=True)
+    location = api_url(f"{DRAFTS}.content", pid_value=record.pid_value, key=completed.file_key)
     return jsonify({"location": location, "key": completed.file_key})
 
 
@@ -169,7 +169,7 @@ def simple_upload_params(pid_value: str) -> Response:
         )])
     key, content_type = _key_and_type(request.args.get("filename"), request.args.get("type"))
     fields = {"key": key, **({"Content-Type": content_type} if content_type else {})}
-    url = url_for(f"{DRAFTS}.uppy_empty", pid_value=record.pid_value, _external=True)
+    url = api_url(f"{DRAFTS}.uppy_empty", pid_value=record.pid_value)
     return jsonify({"method": "POST", "url": url, "fields": fields})
 
 
@@ -197,8 +197,7 @@ def create_empty(pid_value: str) -> Response:
     entry = service.create_empty_file(record.bucket_id, EmptyFile(key, content_type))
     response = Response(status=204)
     response.headers["ETag"] = f'"{EMPTY_FILE_CHECKSUM.removeprefix("md5:")}"'
-    response.headers["Location"] = url_for(f"{DRAFTS}.content", pid_value=record.pid_value, key=entry.key,
-                                           _external=True)
+    response.headers["Location"] = api_url(f"{DRAFTS}.content", pid_value=record.pid_value, key=entry.key)
     return response
 
 

@@ -9,21 +9,21 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, NoReturn
 
-from flask import Blueprint, Flask, Response, current_app, jsonify, request, url_for
+from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
 from .. import drafts, service
 from ..api import EmptyFile, MultipartUpload, validate_key
 from ..errors import RequestValidationError
 from ..permissions import require_authenticated, require_draft_owner
-from ..ratelimit import check_sign_rate_limit
+from ..ratelimit import check_rate_limits
 from .bounds import limit_request_body
 from .common import json_error, owned_draft
 from .companion import register_companion_routes
 from .multipart import multipart_actions
 from .parsing import CreateDraftSchema, SignSchema, init_upload_schema, parse_json, parse_json_or_form
 from .security import check_cross_site_request
-from .serializers import DRAFTS, RECORDS, file_json, parts_json, record_json
+from .serializers import DRAFTS, RECORDS, api_url, file_json, parts_json, record_json
 
 # --- drafts ------------------------------------------------------------------
 
@@ -89,7 +89,7 @@ def init_upload(pid_value: str) -> tuple[Response, int]:
 
 def _action_url(endpoint: str, record: drafts.DraftRecord, key: str) -> str:
     """The absolute URL of one of the file's actions (the session echoes complete and abort URLs)."""
-    return url_for(f"{DRAFTS}.{endpoint}", _external=True, pid_value=record.pid_value, key=key)
+    return api_url(f"{DRAFTS}.{endpoint}", pid_value=record.pid_value, key=key)
 
 
 def get_draft_file(pid_value: str, key: str) -> Response:
@@ -205,7 +205,7 @@ def _route_the_rest(bp: Blueprint) -> None:
 def create_drafts_blueprint(app: Flask) -> Blueprint:
     """The draft-records API, mounted at ``OAREPO_S3_DRAFTS_URL_PREFIX``."""
     bp = _blueprint(DRAFTS, app.config["OAREPO_S3_DRAFTS_URL_PREFIX"])
-    bp.before_request(check_sign_rate_limit)
+    bp.before_request(check_rate_limits)
     rules: list[tuple[str, str, Callable[..., Any], list[str]]] = [
         ("/", "create", create_draft, ["POST"]),
         ("/<pid_value>", "record", get_draft, ["GET"]),

@@ -24,6 +24,7 @@ from flask.views import MethodView
 from .. import drafts, service
 from ..api import validate_key
 from ..permissions import require_draft_owner
+from ..ratelimit import count
 from ..service import ReportedPart
 from .parsing import CompleteSchema, parse_json
 from .serializers import file_json
@@ -52,6 +53,7 @@ class MultipartUploadCompleteResource(MethodView):
         """Verify and complete; answer the completed file."""
         record = resolve_record(pid_value)
         require_draft_owner(record)
+        count("finish")
         key = validate_key(key)
         body = parse_json(CompleteSchema())
         parts = None
@@ -71,6 +73,7 @@ class MultipartUploadAbortResource(MethodView):
         """Abort; 204. Repeating it answers 404."""
         record = resolve_record(pid_value)
         require_draft_owner(record)
+        count("finish")
         service.abort_file_upload(record.bucket_id, validate_key(key))
         return "", 204
 

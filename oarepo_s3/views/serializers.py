@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from flask import url_for
+from flask import current_app, url_for
 
 from ..drafts import PUBLISHED, DraftRecord
 from ..results import FileEntry, UploadedPart
@@ -14,8 +14,17 @@ DRAFTS = "oarepo_s3_drafts"
 RECORDS = "oarepo_s3_records"
 
 
-def _url(endpoint: str, **values: Any) -> str:
-    return url_for(endpoint, _external=True, **values)
+def api_url(endpoint: str, **values: Any) -> str:
+    """A URL the API answers or stores: absolute only on a host the app was configured for, else a path.
+
+    With ``SERVER_NAME`` the host is that name; with ``TRUSTED_HOSTS``
+    Flask has already refused (400) a request whose ``Host`` is not one of
+    them. Without either, the ``Host`` header is whatever the client sent:
+    a link built from it could point anywhere (cache poisoning, links in
+    stored sessions), so the path alone is given, relative to the API's host.
+    """
+    config = current_app.config
+    return url_for(endpoint, _external=bool(config.get("SERVER_NAME") or config.get("TRUSTED_HOSTS")), **values)
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -27,13 +36,13 @@ def record_json(record: DraftRecord) -> dict[str, Any]:
     pid = record.pid_value
     published = record.status == PUBLISHED
     bp = RECORDS if published else DRAFTS
-    links = {"self": _url(f"{bp}.record", pid_value=pid), "files": _url(f"{bp}.files", pid_value=pid)}
+    links = {"self": api_url(f"{bp}.record", pid_value=pid), "files": api_url(f"{bp}.files", pid_value=pid)}
     if published:
-        links["draft"] = _url(f"{DRAFTS}.record", pid_value=pid)
+        links["draft"] = api_url(f"{DRAFTS}.record", pid_value=pid)
     else:
-        links["publish"] = _url(f"{DRAFTS}.publish", pid_value=pid)
-        links["uppy"] = _url(f"{DRAFTS}.record", pid_value=pid) + "/uppy"
-        links["record"] = _url(f"{RECORDS}.record", pid_value=pid)
+        links["publish"] = api_url(f"{DRAFTS}.publish", pid_value=pid)
+        links["uppy"] = api_url(f"{DRAFTS}.record", pid_value=pid) + "/uppy"
+        links["record"] = api_url(f"{RECORDS}.record", pid_value=pid)
     return {
         "id": pid,
         "status": record.status,
@@ -54,14 +63,14 @@ def file_json(record: DraftRecord, entry: FileEntry, *, parts_url: bool = False)
     pid, key = record.pid_value, entry.key
     published = record.status == PUBLISHED
     bp = RECORDS if published else DRAFTS
-    links = {"self": _url(f"{bp}.file", pid_value=pid, key=key)}
+    links = {"self": api_url(f"{bp}.file", pid_value=pid, key=key)}
     if not entry.pending:
-        links["content"] = _url(f"{bp}.content", pid_value=pid, key=key)
+        links["content"] = api_url(f"{bp}.content", pid_value=pid, key=key)
     elif not published:
-        links["multipart"] = _url(f"{DRAFTS}.multipart", pid_value=pid, key=key)
-        links["sign"] = _url(f"{DRAFTS}.sign", pid_value=pid, key=key)
-        links["complete"] = _url(f"{DRAFTS}.{DRAFTS}_upload_complete", pid_value=pid, key=key)
-        links["abort"] = _url(f"{DRAFTS}.{DRAFTS}_upload_abort", pid_value=pid, key=key)
+        links["multipart"] = api_url(f"{DRAFTS}.multipart", pid_value=pid, key=key)
+        links["sign"] = api_url(f"{DRAFTS}.sign", pid_value=pid, key=key)
+        links["complete"] = api_url(f"{DRAFTS}.{DRAFTS}_upload_complete", pid_value=pid, key=key)
+        links["abort"] = api_url(f"{DRAFTS}.{DRAFTS}_upload_abort", pid_value=pid, key=key)
     data = {
         "key": key,
         "size": entry.size,

@@ -73,6 +73,22 @@ def faults() -> None:
         print()
 
 
+def books() -> None:
+    runs = load("test_books_under_concurrency")
+    if not runs:
+        return
+    print("### Books under random concurrency\n")
+    print("| lane | client threads x operations | upload sessions | answers (operation status: count) | audit problems "
+          "| quota exceeded (seen) | 5xx |")
+    print("|---|---|---|---|---|---|---|")
+    for lane, run in runs.items():
+        b = run["books"]
+        answers = ", ".join(f"{k}: {n}" for k, n in b["answers"].items())
+        print(f"| {lane} | {b['threads']} x {b['operations'] // b['threads']} | {b['sessions']} | {answers} | "
+              f"{len(b['problems'])} | {b['over_quota_seen']} | {b['server_errors']} |")
+    print()
+
+
 def races() -> None:
     runs = load("test_races")
     if not runs:
@@ -109,6 +125,7 @@ def main() -> int:
     fuzz()
     faults()
     races()
+    books()
     load_figures()
     return 0
 

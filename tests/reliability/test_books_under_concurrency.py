@@ -34,6 +34,7 @@ from invenio_files_rest.models import Bucket
 from oarepo_s3.app import create_app
 from oarepo_s3.audit import audit
 from oarepo_s3.cleanup import expire_uploads, sweep_orphans
+from oarepo_s3.ratelimit import BUDGETS
 
 from ..helpers import random_bytes
 
@@ -48,8 +49,8 @@ EXPIRY = timedelta(seconds=6)
 def app_config(app_config, database_uri):
     """Uploads expire within seconds (the expiry races everything else); no rate limit in the way."""
     return {**app_config, "OAREPO_S3_MULTIPART_EXPIRES": EXPIRY,
-            "OAREPO_S3_MULTIPART_MIN_EXPIRES": timedelta(seconds=1), "OAREPO_S3_SIGN_RATE_LIMIT": None,
-            "OAREPO_S3_CLEANUP_LOCK_TIMEOUT": 1}
+            "OAREPO_S3_MULTIPART_MIN_EXPIRES": timedelta(seconds=1), "OAREPO_S3_CLEANUP_LOCK_TIMEOUT": 1,
+            **{setting: None for setting in BUDGETS.values()}}
 
 
 @pytest.fixture(scope="module")
@@ -175,7 +176,7 @@ def background(app, stop: threading.Event, interval: float, work) -> threading.T
 
 
 @pytest.mark.slow
-def test_the_books_hold_under_random_concurrent_operations(app, owner, api_url, live_server):
+def test_the_books_hold_under_random_concurrent_operations(app, owner, api_url, live_server, figures):
     seed = int(os.environ.get("OAREPO_S3_BOOKS_SEED") or random.SystemRandom().randrange(2**32))
     db.session.commit()  # hold no transaction: on SQLite (BEGIN IMMEDIATE) it would hold the write lock
     drafts = []
@@ -223,6 +224,12 @@ def test_the_books_hold_under_random_concurrent_operations(app, owner, api_url, 
     assert all(not t.is_alive() for t in threads), where
     assert over_quota == [], where
     report = audit(grace=timedelta(0))
+    figures["books"] = {
+        "threads": THREADS, "operations": THREADS * OPERATIONS, "drafts": DRAFTS, "quota": QUOTA, "seed": seed,
+        "answers": {f"{name} {status}": n for (name, status), n in sorted(seen.items())},
+        "sessions": report.sessions, "problems": [str(p) for p in report.problems],
+        "over_quota_seen": len(over_quota), "server_errors": sum(len(c.server_errors) for c in clients),
+    }
     assert [str(p) for p in report.problems] == [], where
     assert report.sessions > 0 and seen[("complete", 200)] > 0 and seen[("start", 201)] > 0, where
     db.session.commit()

@@ -1,9 +1,19 @@
-"""Signing is rate-limited per user (OAREPO_S3_SIGN_RATE_LIMIT): 429 naming the limit, Retry-After, nothing changed."""
+"""Per-user budgets (oarepo_s3.ratelimit) cover every request that costs S3 calls, new rows or signed URLs.
+
+For each budget: every endpoint that counts against it is called once,
+then once more over the limit: 429 naming the budget and its setting,
+``Retry-After``, and nothing changed. Other users and anonymous callers are
+not slowed down by someone else's budget.
+"""
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 import pytest
 import requests
+
+from oarepo_s3.ratelimit import BUDGETS
 
 from ..helpers import put_parts
 from ..rest.conftest import start_upload
@@ -11,70 +21,115 @@ from ..rest.conftest import start_upload
 
 @pytest.fixture()
 def limit(app):
-    """Set the signing limit for one test, with fresh counts; restore afterwards."""
-    limiter = app.extensions["oarepo-s3"].sign_limiter
-    old = app.config["OAREPO_S3_SIGN_RATE_LIMIT"]
+    """``limit(budget, value)``: that budget's limit for one test, every other budget off, fresh counts."""
+    limiter = app.extensions["oarepo-s3"].rate_limiter
+    old = {setting: app.config.get(setting) for setting in BUDGETS.values()}
 
-    def set_limit(value):
-        app.config["OAREPO_S3_SIGN_RATE_LIMIT"] = value
+    def set_limit(budget: str | None, value: str | None) -> None:
+        for name, setting in BUDGETS.items():
+            app.config[setting] = value if name == budget else None
         limiter.reset()
 
+    set_limit(None, None)
     yield set_limit
-    app.config["OAREPO_S3_SIGN_RATE_LIMIT"] = old
+    app.config.update(old)
     limiter.reset()
 
 
-def signing_calls(upload: dict, draft: dict) -> list[tuple[str, str, dict | None]]:
-    """One request of each kind that signs part URLs, for an upload in progress."""
-    uppy = f"{draft['links']['uppy']}/s3/multipart/{upload['multipart_upload']['upload_id']}"
-    key = upload["key"]
-    return [
-        ("POST", upload["links"]["sign"], {"parts": [1]}),
-        ("GET", f"{uppy}/batch?key={key}&partNumbers=1", None),
-        ("GET", f"{uppy}/1?key={key}", None),
-    ]
+def uppy(draft: dict, upload: dict) -> str:
+    return f"{draft['links']['uppy']}/s3/multipart/{quote(upload['multipart_upload']['upload_id'], safe='')}"
 
 
-def test_every_signing_endpoint_counts_and_the_excess_is_429(limit, owner, users, draft, state):
-    limit("4/minute")
-    upload = start_upload(owner, draft, key="a.bin", size=10)  # 1: starting signs every part
+def calls(budget: str, owner, draft: dict, api_url: str) -> list[tuple[str, str, dict | None]]:
+    """One request of each endpoint that counts against ``budget`` (what they need is prepared unlimited)."""
+    files = f"{draft['links']['files']}?multipart=True"
+    if budget == "sign":
+        upload = start_upload(owner, draft, key="s.bin", size=10)
+        base = uppy(draft, upload)
+        return [("POST", files, {"key": "s2.bin", "size": 10}), ("POST", upload["links"]["sign"], {"parts": [1]}),
+                ("GET", f"{base}/batch?key=s.bin&partNumbers=1", None), ("GET", f"{base}/1?key=s.bin", None)]
+    if budget == "start":
+        return [("POST", files, {"key": "t1.bin", "size": 10}), ("POST", files, {"key": "t0.bin", "size": 0}),
+                ("POST", f"{draft['links']['uppy']}/s3/multipart",
+                 {"filename": "t2.bin", "type": "", "metadata": {"size": 10}})]
+    if budget == "list":
+        upload = start_upload(owner, draft, key="l.bin", size=10)
+        return [("GET", upload["links"]["multipart"], None), ("GET", f"{uppy(draft, upload)}?key=l.bin", None)]
+    if budget == "finish":
+        done = [start_upload(owner, draft, key=f"f{i}.bin", size=10) for i in range(5)]
+        for upload in done[:3]:
+            put_parts(upload["multipart_upload"], b"0123456789")
+        seed = api_url.replace("/draft/records", "/my/records") + f"/{draft['id']}/files"
+        return [("POST", done[0]["links"]["complete"], {}), ("POST", f"{seed}/f1.bin/complete-multipart", {}),
+                ("POST", f"{uppy(draft, done[2])}/complete?key=f2.bin", {"parts": None}),
+                ("POST", f"{seed}/f3.bin/abort-multipart", None),
+                ("DELETE", f"{uppy(draft, done[4])}?key=f4.bin", None),
+                ("DELETE", done[0]["links"]["self"], None)]
+    assert budget == "draft"
+    return [("POST", f"{api_url}/", {"metadata": {}}), ("POST", draft["links"]["publish"], None)]
+
+
+@pytest.mark.parametrize("budget", sorted(BUDGETS))
+def test_every_endpoint_of_a_budget_counts_and_the_excess_is_429(limit, budget, owner, users, draft, api_url, state):
     api = owner.api()
-    for method, url, body in signing_calls(upload, draft):  # 2..4
-        assert api.request(method, url, json=body, timeout=30).status_code == 200, url
-    before = state()
-    refused = [("POST", f"{draft['links']['files']}?multipart=True", {"key": "b.bin", "size": 10})]
-    for method, url, body in refused + signing_calls(upload, draft):
+    todo = calls(budget, owner, draft, api_url)
+    limit(budget, f"{len(todo)}/minute")
+    for method, url, body in todo:
         r = api.request(method, url, json=body, timeout=30)
-        assert r.status_code == 429, (url, r.status_code, r.text)
+        assert r.status_code < 400, (budget, url, r.status_code, r.text)
+    before = state()
+    for method, url, body in todo:
+        r = api.request(method, url, json=body, timeout=30)
+        assert r.status_code == 429, (budget, url, r.status_code, r.text)
         assert r.headers["Content-Type"] == "application/json"
         assert 1 <= int(r.headers["Retry-After"]) <= 60
-        assert "4 per 1 minute" in r.json()["message"]
-        assert r.json()["errors"] == [{"field": "rate_limit", "message": "4 per 1 minute"}]
+        limit_text = f"{len(todo)} per 1 minute ({BUDGETS[budget]})"
+        assert r.json()["errors"] == [{"field": "rate_limit", "message": limit_text}]
+        assert f"({budget})" in r.json()["message"]
     assert state() == before
-    # Other endpoints are not limited, and the upload can still be finished with the URLs it has.
-    assert api.get(draft["links"]["files"], timeout=30).status_code == 200
-    parts = put_parts(upload["multipart_upload"], b"0123456789")
-    assert api.post(upload["links"]["complete"], json={"parts": parts}, timeout=30).status_code == 200
-    # The budget is per user: the administrator still signs.
-    assert users["admin"].api().post(
-        f"{draft['links']['files']}?multipart=True", json={"key": "c.bin", "size": 1}, timeout=30
-    ).status_code == 201
+    # Reading is not limited, and the budget is per user: the administrator is not slowed down.
+    assert api.get(draft["links"]["self"], timeout=30).status_code == 200
+    admin = users["admin"].api()
+    first = todo[0]
+    assert admin.request(first[0], first[1], json=first[2], timeout=30).status_code != 429
 
 
-def test_anonymous_and_other_users_get_their_401_403_not_429(limit, owner, users, draft):
-    limit("1/minute")
+def test_anonymous_callers_get_their_401_not_429(limit, owner, draft):
+    limit("sign", "1/minute")
     upload = start_upload(owner, draft, key="a.bin", size=10)
-    for method, url, body in signing_calls(upload, draft):
-        assert requests.request(method, url, json=body, timeout=30).status_code == 401
+    base = uppy(draft, upload)
+    for method, url in [("POST", upload["links"]["sign"]), ("GET", f"{base}/batch?key=a.bin&partNumbers=1")]:
+        assert requests.request(method, url, json={"parts": [1]}, timeout=30).status_code == 401
+
+
+def test_another_users_requests_count_against_their_own_budget(limit, owner, users, draft):
+    upload = start_upload(owner, draft, key="a.bin", size=10)
+    limit("sign", "1/minute")
     other = users["other"].api()
-    statuses = [other.request(m, u, json=b, timeout=30).status_code for m, u, b in signing_calls(upload, draft)]
-    assert statuses == [403, 429, 429]  # counted like any signing request of that user, then refused
+    base = uppy(draft, upload)
+    statuses = [other.get(f"{base}/batch?key=a.bin&partNumbers=1", timeout=30).status_code for _ in range(2)]
+    assert statuses == [403, 429]  # counted like any request of that user, then refused
+    assert owner.api().post(upload["links"]["sign"], json={"parts": [1]}, timeout=30).status_code == 200
 
 
 @pytest.mark.parametrize("off", [None, ""])
 def test_no_limit_when_unset(limit, owner, draft, off):
-    limit(off)
+    limit("sign", off)
     upload = start_upload(owner, draft, key="a.bin", size=10)
     api = owner.api()
     for _ in range(30):
         assert api.post(upload["links"]["sign"], json={"parts": [1]}, timeout=30).status_code == 200
+
+
+FREE = {"record", "files", "file", "content", "uppy_params", "not_routed"}
+"""Endpoints that cost no S3 call, no new row and no part URL: reads (a download's redirect only signs a GET)."""
+
+
+def test_every_endpoint_is_free_or_counted(app):
+    """A new endpoint must be put in a budget (ENDPOINT_BUDGETS) or in FREE, with a reason."""
+    from oarepo_s3.ratelimit import ENDPOINT_BUDGETS
+
+    endpoints = {rule.endpoint.rpartition(".")[2] for rule in app.url_map.iter_rules()
+                 if rule.endpoint.startswith("oarepo_s3_drafts.")}
+    counted_by_the_view = {"oarepo_s3_drafts_upload_complete", "oarepo_s3_drafts_upload_abort"}  # the seed's
+    assert endpoints - FREE - counted_by_the_view == set(ENDPOINT_BUDGETS)
