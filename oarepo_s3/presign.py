@@ -474,7 +474,15 @@ class SigV4Presigner:
         else:
             between = f"&uploadId={upload}\ncontent-length:".encode()
             after = f"\nhost:{host}\n\ncontent-length;host\n{_UNSIGNED_PAYLOAD}".encode()
-            tails = (between + _check_content_length(length).encode("ascii") + after for length in content_lengths)
+            by_length: dict[int, bytes] = {}  # parts share one length (all but the last): build its tail once
+
+            def tail_for(length: int) -> bytes:
+                tail = by_length.get(length) if type(length) is int else None
+                if tail is None:
+                    tail = by_length[length] = between + _check_content_length(length).encode("ascii") + after
+                return tail
+
+            tails = map(tail_for, content_lengths)
         sts_head = f"{_ALGORITHM}\n{amz_date}\n{day_key.scope}\n".encode("ascii")
         url_head = f"{origin}{path}?uploadId={upload}&partNumber="
         url_tail = f"&{auth}&X-Amz-SignedHeaders={signed_headers}{token}&X-Amz-Signature="

@@ -84,37 +84,56 @@ def _refuse_constant(name: str) -> Any:
 def check_json(data: Any) -> None:
     """Walk parsed JSON (no recursion) and refuse what is out of bounds.
 
+    Only containers go on the stack and places are named only when
+    refused: a 10,000-part list costs one pass of type checks.
+
     :raises RequestValidationError: naming the first offending place, e.g. ``metadata.a[3]``.
     """
-    stack: list[tuple[Any, int, str]] = [(data, 0, "")]
+    stack: list[tuple[Any, int, str]] = [(data, 0, "")] if _check_value(data, "") else []
     while stack:
-        value, depth, where = stack.pop()
-        if isinstance(value, dict | list):
-            if depth >= MAX_JSON_DEPTH:
-                _refuse(where, TOO_DEEP)
-            if isinstance(value, dict):
-                for key, item in value.items():
-                    path = f"{where}.{key}" if where else str(key)
-                    _check_string(key, path)
-                    stack.append((item, depth + 1, path))
-            else:
-                stack.extend((item, depth + 1, f"{where}[{i}]") for i, item in enumerate(value))
-        elif isinstance(value, str):
-            _check_string(value, where)
-        elif isinstance(value, bool) or value is None:
-            continue
-        elif isinstance(value, int):
-            if abs(value) > MAX_JSON_INTEGER:
-                _refuse(where, f"must be an integer of at most {MAX_JSON_INTEGER} in absolute value")
-        elif isinstance(value, float) and not math.isfinite(value):
-            _refuse(where, "must be a finite number")
+        container, depth, where = stack.pop()
+        if depth >= MAX_JSON_DEPTH:
+            _refuse(where, TOO_DEEP)
+        if type(container) is dict:
+            for key, item in container.items():
+                _check_string(key, where)
+                if _check_value(item, where, key):
+                    stack.append((item, depth + 1, f"{where}.{key}" if where else str(key)))
+        else:
+            for i, item in enumerate(container):
+                if _check_value(item, where, i):
+                    stack.append((item, depth + 1, f"{where}[{i}]"))
 
 
-def _check_string(value: str, where: str) -> None:
+def _check_value(value: Any, where: str, at: str | int | None = None) -> bool:
+    """Check a scalar (True: a container, to be walked)."""
+    kind = type(value)
+    if kind is dict or kind is list:
+        return True
+    if kind is int:
+        if -MAX_JSON_INTEGER <= value <= MAX_JSON_INTEGER:
+            return False
+        _refuse(_place(where, at), f"must be an integer of at most {MAX_JSON_INTEGER} in absolute value")
+    elif kind is str:
+        _check_string(value, where, at)
+    elif kind is float and not math.isfinite(value):
+        _refuse(_place(where, at), "must be a finite number")
+    return False
+
+
+def _place(where: str, at: str | int | None) -> str:
+    if at is None:
+        return where
+    if isinstance(at, int):
+        return f"{where}[{at}]"
+    return f"{where}.{at}" if where else at
+
+
+def _check_string(value: str, where: str, at: str | int | None = None) -> None:
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
-        _refuse(where, "must be valid Unicode (no lone surrogates)")
+        _refuse(_place(where, at if at is not None else value), "must be valid Unicode (no lone surrogates)")
 
 
 def _refuse(where: str, rule: str) -> None:

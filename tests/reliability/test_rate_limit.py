@@ -18,6 +18,11 @@ from oarepo_s3.ratelimit import BUDGETS
 from ..helpers import put_parts
 from ..rest.conftest import start_upload
 
+# Parsing, hosts and budgets do not depend on the S3 implementation: the moto lanes (SQLite,
+# PostgreSQL) cover them; the Ceph lane's time goes to what only a real S3 shows.
+pytestmark = pytest.mark.s3_backends("moto")
+
+
 
 @pytest.fixture()
 def limit(app):

@@ -14,6 +14,11 @@ from invenio_db import db
 from oarepo_s3.app import create_app
 from oarepo_s3.models import MultipartUploadSession
 
+# Parsing, hosts and budgets do not depend on the S3 implementation: the moto lanes (SQLite,
+# PostgreSQL) cover them; the Ceph lane's time goes to what only a real S3 shows.
+pytestmark = pytest.mark.s3_backends("moto")
+
+
 EVIL = "evil.example"
 
 
