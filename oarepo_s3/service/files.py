@@ -20,7 +20,7 @@ from ..models import MultipartUploadSession
 from ..proxies import current_oarepo_s3
 from ..results import FileEntry, UploadSession
 from ..s3 import split_s3_url
-from .locks import lock_bucket
+from .locks import lock_bucket, lock_session
 from .signing import describe
 from .terminate import terminate
 from .transaction import after_commit, atomic
@@ -28,9 +28,12 @@ from .transaction import after_commit, atomic
 log = logging.getLogger(__name__)
 
 
-def entry_of(obj: ObjectVersion, row: MultipartUploadSession | None | bool = True) -> FileEntry:
-    """The file of ``obj``; ``row``: its session if already loaded (True: look it up)."""
-    session_row = obj.upload_session if row is True else row
+def entry_of(obj: ObjectVersion) -> FileEntry:
+    """The file of ``obj``, with its upload session if it has one."""
+    return _entry(obj, obj.upload_session)
+
+
+def _entry(obj: ObjectVersion, row: MultipartUploadSession | None) -> FileEntry:
     return FileEntry(
         key=obj.key,
         size=obj.file.size,
@@ -38,7 +41,7 @@ def entry_of(obj: ObjectVersion, row: MultipartUploadSession | None | bool = Tru
         checksum=obj.file.checksum,
         created=obj.created,
         updated=obj.updated,
-        session=describe(session_row) if isinstance(session_row, MultipartUploadSession) else None,
+        session=None if row is None else describe(row),
     )
 
 
@@ -53,7 +56,7 @@ def list_files(bucket_id: uuid.UUID) -> list[FileEntry]:
         .order_by(ObjectVersion.key)
         .all()
     )
-    return [entry_of(obj, row) for obj, row in rows]
+    return [_entry(obj, row) for obj, row in rows]
 
 
 def _head(bucket_id: uuid.UUID, key: str) -> ObjectVersion:
@@ -66,6 +69,12 @@ def _head(bucket_id: uuid.UUID, key: str) -> ObjectVersion:
 def get_file(bucket_id: uuid.UUID, key: str) -> FileEntry:
     """One file of the bucket. :raises FileNotFound: no such key."""
     return entry_of(_head(bucket_id, key))
+
+
+def _locked_session_of(obj: ObjectVersion) -> MultipartUploadSession | None:
+    """The version's session row, locked after its bucket (the ordering rule) and read afresh."""
+    row: MultipartUploadSession | None = obj.upload_session
+    return None if row is None else lock_session(row.id)
 
 
 def upload_of(bucket_id: uuid.UUID, key: str, *, in_progress: bool = True) -> UploadSession:
@@ -88,7 +97,7 @@ def abort_file_upload(bucket_id: uuid.UUID, key: str) -> UploadSession:
     """
     with atomic():
         lock_bucket(bucket_id)
-        row = _head(bucket_id, key).upload_session
+        row = _locked_session_of(_head(bucket_id, key))
         if row is None or row.status is MultipartUploadStatus.COMPLETE:
             raise FileNotFound(f"No multipart upload in progress for {key!r}.")
         terminate(row, MultipartUploadStatus.ABORTED)
@@ -110,7 +119,7 @@ def delete_file(bucket_id: uuid.UUID, key: str) -> None:
         if bucket is None or bucket.locked:
             raise RecordStateConflict("The record is published; its files can no longer change.")
         obj = _head(bucket_id, key)
-        row = obj.upload_session
+        row = _locked_session_of(obj)
         if row is not None and row.status is not MultipartUploadStatus.COMPLETE:
             terminate(row, MultipartUploadStatus.ABORTED)
             return

@@ -56,14 +56,7 @@ def start_upload(bucket_id: uuid.UUID, upload: MultipartUpload, *, into: FileIns
     with _transaction(own=into is None):
         bucket = _open_bucket(bucket_id, own_transaction=into is None)
         _check_size_limit(bucket, upload.size)
-        if into is None:
-            _ensure_key_free(bucket, upload.key)
-            fileinstance = FileInstance.create()
-            fileurl = _file_url(bucket, fileinstance)
-        else:
-            fileinstance = into
-            if fileurl is None:
-                raise TypeError("start_upload(into=...) needs the storage's fileurl")
+        fileinstance, fileurl = _file_of(bucket, upload.key, into, fileurl)
         if upload.base_uri and not fileurl.startswith(upload.base_uri.rstrip("/") + "/"):
             raise InvalidUploadRequest("base_uri", f"must be the bucket's location; the file goes to {fileurl}")
         s3 = current_oarepo_s3.s3
@@ -115,14 +108,7 @@ def create_empty_file(bucket_id: uuid.UUID, empty: EmptyFile, *, into: FileInsta
     """
     with _transaction(own=into is None):
         bucket = _open_bucket(bucket_id, own_transaction=into is None)
-        if into is None:
-            _ensure_key_free(bucket, empty.key)
-            fileinstance = FileInstance.create()
-            fileurl = _file_url(bucket, fileinstance)
-        else:
-            fileinstance = into
-            if fileurl is None:
-                raise TypeError("create_empty_file(into=...) needs the storage's fileurl")
+        fileinstance, fileurl = _file_of(bucket, empty.key, into, fileurl)
         s3 = current_oarepo_s3.s3
         s3_bucket, s3_key = split_s3_url(fileurl)
         s3.put_empty_object(s3_bucket, s3_key, empty.content_type)
@@ -163,9 +149,16 @@ def _check_size_limit(bucket: Bucket, size: int) -> None:
         raise InvalidUploadRequest("size", f"exceeds the bucket's limit: {getattr(limit, 'reason', limit)}")
 
 
-def _ensure_key_free(bucket: Bucket, key: str) -> None:
+def _file_of(bucket: Bucket, key: str, into: FileInstance | None, fileurl: str | None) -> tuple[FileInstance, str]:
+    """The FileInstance the file will be and its ``s3://`` URL: the door's, or a new one (then the key must be free)."""
+    if into is not None:
+        if fileurl is None:
+            raise TypeError("a FileInstance handed to the service (into=...) needs its storage's fileurl")
+        return into, fileurl
     if ObjectVersion.get(bucket, key) is not None:
         raise FileKeyExists(key)
+    fileinstance = FileInstance.create()
+    return fileinstance, _file_url(bucket, fileinstance)
 
 
 def _file_url(bucket: Bucket, fileinstance: FileInstance) -> str:
