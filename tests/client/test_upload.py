@@ -111,8 +111,11 @@ def test_resume_rehashes_parts_and_resends_those_that_changed(make_uploader, mak
     assert len(held) >= 2
     st = path.stat()
     with open(path, "r+b") as fp:  # change one byte of the first part S3 already holds
-        fp.seek((held[0] - 1) * 5 * MiB + 10)
-        fp.write(bytes([fp.read(1)[0] ^ 1]))
+        offset = (held[0] - 1) * 5 * MiB + 10
+        fp.seek(offset)
+        flipped = fp.read(1)[0] ^ 1
+        fp.seek(offset)  # (reading moved the position: write the flipped byte where it was read)
+        fp.write(bytes([flipped]))
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
     proxy.clear_log()
 
