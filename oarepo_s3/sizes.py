@@ -31,7 +31,8 @@ def part_count(size: int, part_size: int) -> int:
 def choose_part_size(size: int, requested: int | None, limits: PartLimits) -> int:
     """Return the part size for a file of ``size`` bytes.
 
-    A valid ``requested`` size is honoured; otherwise the default is grown in
+    A valid ``requested`` size is honoured (below S3's minimum only when the
+    file fits in that one part); otherwise the default is grown in
     whole MiB until the file fits in ``limits.max_parts`` parts. The result is
     never larger than the file itself, so a small file is one part.
 
@@ -40,10 +41,13 @@ def choose_part_size(size: int, requested: int | None, limits: PartLimits) -> in
     if requested is not None:
         if isinstance(requested, bool) or not isinstance(requested, int):
             raise InvalidUploadRequest("part_size", "must be an integer number of bytes")
-        if not limits.min_part_size <= requested <= limits.max_part_size:
+        # S3's minimum binds every part but the last: a file in one part may have any size.
+        one_part = 1 <= size <= requested
+        if requested < 1 or requested > limits.max_part_size or (requested < limits.min_part_size and not one_part):
             raise InvalidUploadRequest(
                 "part_size",
-                f"must be between {limits.min_part_size} and {limits.max_part_size} bytes",
+                f"must be between {limits.min_part_size} and {limits.max_part_size} bytes "
+                "(or at least the file's size: one part)",
             )
         if part_count(size, requested) > limits.max_parts:
             raise InvalidUploadRequest(

@@ -50,6 +50,8 @@ def test_default_grows_to_fit_ten_thousand_parts():
     [
         (5 * MiB - 1, "between"),
         (5 * GiB + 1, "between"),
+        (0, "between"),
+        (-1, "between"),
         ("8MiB", "integer"),
         (8.0 * MiB, "integer"),
         (True, "integer"),
@@ -99,3 +101,11 @@ def test_parts_cover_the_file_exactly(size, part_size):
     sizes = [expected_part_size(n, size, part_size) for n in range(1, count + 1)]
     assert sum(sizes) == size
     assert all(s == part_size for s in sizes[:-1]) and 1 <= sizes[-1] <= part_size
+
+
+def test_a_part_below_s3s_minimum_is_fine_when_it_is_the_only_part():
+    """S3's 5 MiB minimum binds every part but the last: a small file in one part of its own size is valid."""
+    assert choose_part_size(3000, 3000, LIMITS) == 3000
+    assert choose_part_size(3000, 4096, LIMITS) == 3000
+    with pytest.raises(InvalidUploadRequest, match="between"):
+        choose_part_size(3000, 2999, LIMITS)  # two parts, the first below the minimum
