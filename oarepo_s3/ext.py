@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from flask import Flask
 
-from . import config
+from . import bucket_size, config
 from .files import install_session_attribute
 from .views.common import FileKeyConverter
 
@@ -105,6 +105,7 @@ class OARepoS3:
         self.init_config(app)
         install_log_redaction()
         install_session_attribute()
+        bucket_size.install()
         # URL rules of our views (and of the seed's multipart_actions, in any blueprint) take keys with it.
         app.url_map.converters.setdefault("filekey", FileKeyConverter)
         app.extensions["oarepo-s3"] = _OARepoS3State(app)
