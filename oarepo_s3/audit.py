@@ -4,16 +4,17 @@
 which changes nothing and reports every :class:`Problem` it finds:
 
 - ``bucket-size``: a bucket's size is not the sum of its file versions'
-  sizes (pending uploads count with their declared size: the reservation);
+  sizes (pending uploads count with their declared size: the reservation;
+  a version followed by a delete marker does not count, files-rest's rule);
 - ``quota``: a bucket holds more than its quota;
 - ``published-pending``: a locked (published) bucket with an upload in progress;
 - ``session-file``: a session whose file does not match its state (a
-  pending file that is readable, a completed one that is not or has another
+  pending file that is readable (records-resources' own are), a completed one that is not or has another
   size, a finished upload still pointing at a file);
 - ``upload-missing``: an upload in progress that S3 no longer holds;
 - ``upload-left``: S3 still holds the multipart upload of a finished session;
 - ``object-missing`` / ``object-size``: a readable file whose S3 object is
-  missing or of another size;
+  missing (and no upload to its key in progress) or of another size;
 - ``object-of-pending-upload``: an object already at the key of an upload
   still in progress (a completion that did not reach the books);
 - ``orphan-upload`` / ``orphan-object``: an S3 multipart upload or object
@@ -94,10 +95,21 @@ def audit(*, grace: timedelta | int | float | None = None, now: datetime | None 
 
 
 def _bucket_books(report: AuditReport) -> Iterator[Problem]:
+    # files-rest's size rule: every version with a file adds its size, and a delete marker
+    # (ObjectVersion.delete, as records-resources deletes files) subtracts the version it follows.
+    window = {"partition_by": (ObjectVersion.bucket_id, ObjectVersion.key),
+              "order_by": (ObjectVersion.created, ObjectVersion.version_id)}
+    versions = sa.select(
+        ObjectVersion.bucket_id,
+        ObjectVersion.file_id,
+        sa.func.lead(ObjectVersion.version_id).over(**window).label("next_version"),
+        sa.func.lead(ObjectVersion.file_id).over(**window).label("next_file"),
+    ).subquery()
     live = (
-        sa.select(ObjectVersion.bucket_id, sa.func.coalesce(sa.func.sum(FileInstance.size), 0).label("total"))
-        .join(FileInstance, FileInstance.id == ObjectVersion.file_id)
-        .group_by(ObjectVersion.bucket_id)
+        sa.select(versions.c.bucket_id, sa.func.coalesce(sa.func.sum(FileInstance.size), 0).label("total"))
+        .join(FileInstance, FileInstance.id == versions.c.file_id)
+        .where(sa.or_(versions.c.next_version.is_(None), versions.c.next_file.isnot(None)))
+        .group_by(versions.c.bucket_id)
         .subquery()
     )
     rows = db.session.execute(
@@ -130,7 +142,7 @@ def _session_files(sessions: list[MultipartUploadSession]) -> Iterator[Problem]:
         if s.status is IN_PROGRESS:
             if file is None or s.version_id is None:
                 yield Problem("session-file", subject, "in progress without its pending file")
-            elif file.readable:
+            elif file.readable and s.transfer is None:  # (records-resources marks its pending files readable)
                 yield Problem("session-file", subject, "in progress, but its file is readable")
         elif s.status is COMPLETE:
             if file is not None and (not file.readable or file.size != s.size):
@@ -158,12 +170,15 @@ def _compare_with_s3(
         ours = file_key_matcher(prefix, config["FILES_REST_STORAGE_PATH_DIMENSIONS"],
                                 config["FILES_REST_STORAGE_PATH_SPLIT_LENGTH"])
         in_s3: set[str] = set()
+        uploading: set[str] = set()  # keys with a multipart upload in progress (any door's)
         for upload in s3.list_multipart_uploads(bucket, prefix):
             report.uploads += 1
             in_s3.add(upload.upload_id)
+            uploading.add(upload.key)
             session = by_upload.get((bucket, upload.upload_id))
             if session is None:
-                if ours(upload.key) and upload.initiated is not None and upload.initiated < cutoff:
+                if (ours(upload.key) and upload.key not in known_keys.get(bucket, {})  # (not another door's)
+                        and upload.initiated is not None and upload.initiated < cutoff):
                     yield Problem("orphan-upload", f"s3://{bucket}/{upload.key}",
                                   f"upload {upload.upload_id} unknown to the database")
             elif session[1] is not IN_PROGRESS:
@@ -184,7 +199,7 @@ def _compare_with_s3(
                 yield Problem("orphan-object", f"s3://{bucket}/{obj.key}",
                               f"{obj.size} bytes that no file of the database refers to")
         for key, (size, readable) in known_keys.get(bucket, {}).items():
-            if not readable or not key.startswith(prefix):
+            if not readable or not key.startswith(prefix) or (bucket, key) in pending_keys or key in uploading:
                 continue
             if key not in stored:
                 yield Problem("object-missing", f"s3://{bucket}/{key}", f"a readable file of {size} bytes, no object")

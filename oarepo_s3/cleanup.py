@@ -30,9 +30,12 @@ already happened) or the finished one.
 buckets of ``s3://`` files locations that the database does not know
 (CreateMultipartUpload succeeded, the session row was never committed) are
 aborted once they are older than ``OAREPO_S3_ORPHAN_GRACE``. An upload with
-a session row, whatever its status, is never the sweep's business: the
-expiry handles those in progress, and one that another worker is expiring
-right now may still be listed by S3 for a moment.
+a session row in progress or complete, or at the key of a FileInstance row
+(another door's upload: one begun under invenio-s3's storage before the
+switch), is never the sweep's business: the expiry handles those in
+progress. The upload of an aborted or expired session that S3 still lists
+is aborted (again: aborting twice is harmless): its abort was to follow a
+commit and did not happen (a crash in between).
 Only keys with the exact shape files-rest gives file instances
 (``<location path>/ab/cd/<rest-of-uuid>/data``) are considered, so other
 uploads in a shared bucket are never touched.
@@ -52,7 +55,7 @@ from typing import Any, cast
 import sqlalchemy as sa
 from flask import current_app
 from invenio_db import db
-from invenio_files_rest.models import Location
+from invenio_files_rest.models import FileInstance, Location
 from sqlalchemy.exc import SQLAlchemyError
 
 from .api import MultipartUploadStatus
@@ -359,7 +362,7 @@ def sweep_orphans(
     Lists the uploads of every ``s3://`` location (all pages) and looks their
     ids up in the database ``lookup_batch`` at a time. An upload is aborted
     when its key has files-rest's shape, it was initiated before
-    ``now - grace``, and no session row has its upload id.
+    ``now - grace``, no session in progress or complete has its upload id and no FileInstance its key.
 
     :param grace: minimum age (default ``OAREPO_S3_ORPHAN_GRACE``).
     :param dry_run: abort nothing; yield what would be aborted.
@@ -376,9 +379,11 @@ def sweep_orphans(
                 candidates = [u for u in chunk if ours(u.key) and u.initiated is not None and u.initiated < cutoff]
                 if not candidates:
                     continue
-                known = _known_upload_ids(bucket, [u.upload_id for u in candidates])
+                statuses = _session_statuses(bucket, [u.upload_id for u in candidates])
+                owned = _keys_of_files(bucket, [u.key for u in candidates if u.upload_id not in statuses])
                 for upload in candidates:
-                    if upload.upload_id in known:
+                    status = statuses.get(upload.upload_id)
+                    if status in _LIVE or (status is None and upload.key in owned):
                         continue
                     item = _abort_orphan(s3, bucket, upload, dry_run)
                     yield item
@@ -411,11 +416,27 @@ def _abort_orphan(s3: S3Client, bucket: str, upload: PendingUpload, dry_run: boo
     )
 
 
-def _known_upload_ids(bucket: str, upload_ids: list[str]) -> set[str]:
+_LIVE = (MultipartUploadStatus.IN_PROGRESS, MultipartUploadStatus.COMPLETE)
+"""Sessions whose S3 upload is not the sweep's business. An aborted or expired session's upload that
+S3 still lists (its abort was to follow a commit, and did not) is the sweep's to abort."""
+
+
+def _session_statuses(bucket: str, upload_ids: list[str]) -> dict[str, MultipartUploadStatus]:
     m = MultipartUploadSession
     with atomic():
-        query = sa.select(m.upload_id).where(m.s3_bucket == bucket, m.upload_id.in_(upload_ids))
-        return set(db.session.execute(query).scalars())
+        query = sa.select(m.upload_id, m.status).where(m.s3_bucket == bucket, m.upload_id.in_(upload_ids))
+        return {upload_id: status for upload_id, status in db.session.execute(query)}
+
+
+def _keys_of_files(bucket: str, keys: list[str]) -> set[str]:
+    """The keys a FileInstance row stands for: another door's upload in progress (one begun under
+    invenio-s3's storage before the switch, say), committed with its file, so not an orphan."""
+    if not keys:
+        return set()
+    uris = [f"s3://{bucket}/{key}" for key in keys]
+    with atomic():
+        found = db.session.execute(sa.select(FileInstance.uri).where(FileInstance.uri.in_(uris))).scalars()
+        return {uri[len(f"s3://{bucket}/"):] for uri in found}
 
 
 def _chunks(items: Iterable[PendingUpload], size: int) -> Iterator[list[PendingUpload]]:

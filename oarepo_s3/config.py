@@ -53,6 +53,15 @@ Always capped at 7 days, SigV4's maximum. Shorter URLs leak less; clients
 re-sign parts whose URLs ran out.
 """
 
+OAREPO_S3_TRANSFER_LINK_EXPIRATION = 3600
+"""Lifetime (seconds) of the part URLs in InvenioRDM's file links (records-resources' "M" transfer).
+
+Those links are re-signed on every read of the file (cheap: a few µs per part),
+and anyone who may read the draft's files sees them, so they are short-lived:
+InvenioRDM's uploader reads the file again when its URLs run out. None: until
+the upload expires (at most 7 days).
+"""
+
 OAREPO_S3_ADDRESSING_STYLE = "path"
 """``path`` (``endpoint/bucket/key``, works everywhere) or ``virtual`` (``bucket.endpoint/key``)."""
 
@@ -70,6 +79,14 @@ OAREPO_S3_MAX_REQUEST_BYTES = 2 * MiB
 
 Completing a 10,000-part upload sends ~0.6 MB of part ETags; signing
 10,000 parts with their SHA-256s ~0.8 MB.
+"""
+
+OAREPO_S3_REST_API = True
+"""Serve our draft-records and records REST API (and the Uppy routes) in the API app.
+
+Turn it off in an InvenioRDM or OARepo instance: their own records API owns
+``/records``, and their uploads reach our storage through records-resources'
+multipart transfer (docs/invenio-rdm.md), not through these routes.
 """
 
 OAREPO_S3_DRAFTS_URL_PREFIX = "/draft/records"

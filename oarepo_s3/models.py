@@ -83,6 +83,12 @@ class MultipartUploadSession(db.Model, db.Timestamp):  # type: ignore[misc]  # i
     complete_url = db.Column(db.Text, nullable=True)
     abort_url = db.Column(db.Text, nullable=True)
 
+    transfer = db.Column(db.String(32), nullable=True)
+    """Who owns the file version: None, oarepo-s3 (abort and expiry remove the pending file);
+    ``records-resources`` (InvenioRDM's multipart transfer: its file record holds the version, so
+    abort and expiry leave the version, unreadable, and the size it reserves to records-resources'
+    own delete)."""
+
     cleanup_attempts = db.Column(db.Integer, nullable=False, default=0, server_default="0")
     """Times the cleanup failed to expire this upload (S3 refused, the books were inconsistent...)."""
     cleanup_error = db.Column(db.Text, nullable=True)

@@ -77,6 +77,8 @@ class UploadSession(Mapping[str, Any]):
     abort_url: str | None
     owner_id: int | None
     bucket_id: uuid.UUID | None
+    transfer: str | None
+    """Who owns the file version (see :attr:`oarepo_s3.models.MultipartUploadSession.transfer`)."""
     sign_parts: Callable[[], list[str]] = field(repr=False)
     _signed: list[list[str]] = field(default_factory=list, repr=False)
 

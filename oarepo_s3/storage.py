@@ -9,12 +9,12 @@ import uuid
 from typing import Any
 
 from flask import Response, current_app
-from invenio_files_rest.models import FileInstance
-from invenio_files_rest.storage import pyfs_storage_factory
+from invenio_files_rest.models import FileInstance, ObjectVersion
+from invenio_files_rest.storage import PyFSFileStorage, pyfs_storage_factory
 from invenio_s3.helpers import redirect_stream
 from invenio_s3.storage import S3FSFileStorage
 
-from . import service
+from . import service, transfer
 from .api import EMPTY_FILE_CHECKSUM, EmptyFile, MultipartUpload
 from .errors import InvalidUploadRequest, UploadPending
 from .proxies import current_oarepo_s3
@@ -73,12 +73,48 @@ class S3FileStorage(S3FSFileStorage):  # type: ignore[misc]  # invenio-s3 is unt
 
     def _target(self) -> tuple[FileInstance, uuid.UUID]:
         """The FileInstance this storage serves and the bucket of the version being created for it."""
+        fileinstance, obj = self._target_version()
+        return fileinstance, obj.bucket_id
+
+    def _target_version(self) -> tuple[FileInstance, ObjectVersion]:
         fileinstance = self.fileinstance
         obj = next(iter(fileinstance.objects), None) if fileinstance is not None else None
         if fileinstance is None or obj is None:
-            raise RuntimeError("S3FileStorage.save(MultipartUpload) needs the storage of a file version "
-                               "(ObjectVersion.create(bucket, key, stream=...) or record.files[key] = ...)")
-        return fileinstance, obj.bucket_id
+            raise RuntimeError("a direct upload needs the storage of a new file version (ObjectVersion.create, "
+                               "record.files[key] = ..., or records-resources' multipart transfer)")
+        return fileinstance, obj
+
+    # --- invenio-records-resources' multipart transfer ("M"); see oarepo_s3.transfer ---------------
+
+    def multipart_initialize_upload(self, parts: int, size: int, part_size: int | None) -> dict[str, Any]:
+        """Start the direct S3 upload of a records-resources file; its multipart metadata."""
+        fileinstance, obj = self._target_version()
+        return transfer.initialize_upload(fileinstance, obj.bucket_id, obj.key, self.fileurl, parts, size, part_size)
+
+    def multipart_links(self, **multipart_metadata: Any) -> dict[str, Any]:
+        """Presigned part URLs and ListParts pages (invenio-s3's for uploads begun under its storage)."""
+        if not transfer.is_ours(multipart_metadata):
+            links: dict[str, Any] = super().multipart_links(**multipart_metadata)
+            return links
+        return transfer.links(multipart_metadata)
+
+    def multipart_commit_upload(self, **multipart_metadata: Any) -> str | None:
+        """Verify the parts against the plan and complete; the multipart ETag ``<md5hex>-<N>``."""
+        if not transfer.is_ours(multipart_metadata):
+            etag: str | None = super().multipart_commit_upload(**multipart_metadata)
+            return etag
+        return transfer.commit_upload(multipart_metadata)
+
+    def multipart_abort_upload(self, **multipart_metadata: Any) -> None:
+        """Abort the S3 upload of a file being deleted; idempotent."""
+        if not transfer.is_ours(multipart_metadata):
+            super().multipart_abort_upload(**multipart_metadata)
+            return
+        transfer.abort_upload(multipart_metadata)
+
+    def multipart_set_content(self, part: int, stream: Any, content_length: int, **multipart_metadata: Any) -> None:
+        """Refused with a 400: parts go straight to S3, never through the server."""
+        transfer.refuse_part_content()
 
     def delete(self) -> bool:
         """Delete the file's S3 object (through the one S3 boundary, with its tenant and error translation)."""
@@ -87,7 +123,11 @@ class S3FileStorage(S3FSFileStorage):  # type: ignore[misc]  # invenio-s3 is unt
         return True
 
     def _ensure_completed(self) -> None:
-        if self.fileinstance is not None and not self.fileinstance.readable:
+        """Refuse to serve a file whose direct upload is unfinished (records-resources marks those readable)."""
+        fileinstance = self.fileinstance
+        if fileinstance is None:
+            return
+        if not getattr(fileinstance, "readable", True) or service.upload_in_progress(fileinstance.id):
             raise UploadPending()
 
     def open(self, mode: str = "rb") -> Any:
@@ -148,8 +188,17 @@ class S3FileStorage(S3FSFileStorage):  # type: ignore[misc]  # invenio-s3 is unt
         return response
 
 
-def s3_storage_factory(**kwargs: Any) -> S3FileStorage:
-    """Files-rest storage factory: an :class:`S3FileStorage` bound to its FileInstance."""
+def s3_storage_factory(**kwargs: Any) -> S3FileStorage | PyFSFileStorage:
+    """Files-rest storage factory: an :class:`S3FileStorage` bound to its FileInstance.
+
+    A file outside S3 (a ``file://`` location beside the S3 one) gets
+    files-rest's own storage instead: invenio-s3 cannot serve it, and
+    records-resources' multipart transfer then takes its generic,
+    through-the-server path (it looks the ``multipart_*`` methods up with ``hasattr``).
+    """
     storage: S3FileStorage = pyfs_storage_factory(filestorage_class=S3FileStorage, **kwargs)
+    if not storage.fileurl.startswith("s3://"):
+        local: PyFSFileStorage = pyfs_storage_factory(**kwargs)
+        return local
     storage.fileinstance = kwargs.get("fileinstance")
     return storage

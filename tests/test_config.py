@@ -43,3 +43,19 @@ def test_connection_settings_come_from_invenio_environment(monkeypatch):
         assert s3.bucket_name("b") == "tenant1:b"
         url = current_oarepo_s3.presigner.get_object_url("b", "k", expires_in=60)
         assert url.startswith("http://127.0.0.1:7480/b/k?") and "env-key" in url
+
+
+def test_our_rest_api_stays_out_of_an_invenio_rdm_app():
+    """``OAREPO_S3_REST_API = False``: InvenioRDM's own API owns /records; our blueprints register no route."""
+    from oarepo_s3.views import create_drafts_blueprint, create_records_blueprint
+
+    def routes(enabled: bool) -> list[str]:
+        app = Flask("rdm-like")
+        app.config["OAREPO_S3_REST_API"] = enabled
+        OARepoS3(app)
+        app.register_blueprint(create_drafts_blueprint(app))
+        app.register_blueprint(create_records_blueprint(app))
+        return [r.rule for r in app.url_map.iter_rules() if r.rule.startswith(("/draft/records", "/records"))]
+
+    assert routes(False) == []
+    assert "/records/<pid_value>" in routes(True)

@@ -11,10 +11,19 @@ service commits; nothing in it imports a door.
 
 from .complete import ReportedPart, complete_upload, multipart_etag
 from .files import abort_file_upload, delete_file, freeze_bucket, get_file, list_files, send_file, upload_of
-from .signing import SessionRef, get_session, list_uploaded_parts, session_of, sign_parts, url_lifetime
+from .signing import (
+    SessionRef,
+    ensure_in_progress,
+    get_session,
+    list_uploaded_parts,
+    session_of,
+    sign_parts,
+    upload_in_progress,
+    url_lifetime,
+)
 from .start import create_empty_file, start_upload
 from .terminate import abort_upload, expire_upload
-from .transaction import atomic
+from .transaction import atomic, in_callers_transaction
 
 __all__ = (
     "ReportedPart",
@@ -25,10 +34,12 @@ __all__ = (
     "complete_upload",
     "create_empty_file",
     "delete_file",
+    "ensure_in_progress",
     "expire_upload",
     "freeze_bucket",
     "get_file",
     "get_session",
+    "in_callers_transaction",
     "list_files",
     "list_uploaded_parts",
     "multipart_etag",
@@ -36,6 +47,7 @@ __all__ = (
     "session_of",
     "sign_parts",
     "start_upload",
+    "upload_in_progress",
     "upload_of",
     "url_lifetime",
 )

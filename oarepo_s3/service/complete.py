@@ -159,4 +159,7 @@ def _finish_books(row: MultipartUploadSession, size: int, etag: str) -> None:
     row.status = MultipartUploadStatus.COMPLETE
     row.completed = utcnow()
     if row.file is not None:
-        row.file.set_uri(row.file.uri, size, row.checksum, readable=True, writable=False)
+        # records-resources sets its own checksum (multipart:<etag>-<part size>) and has a task
+        # turn it into the whole file's MD5 later: its file keeps no checksum of ours.
+        checksum = row.checksum if row.transfer is None else None
+        row.file.set_uri(row.file.uri, size, checksum, readable=True, writable=False)

@@ -34,6 +34,7 @@ from sqlalchemy.exc import OperationalError
 
 from ..errors import UploadNotFound
 from ..models import MultipartUploadSession
+from .transaction import owns_transaction
 
 
 def is_sqlite() -> bool:
@@ -134,10 +135,11 @@ def lock_upload(session_id: uuid.UUID, *, shared_bucket: bool = False,
     :raises LockBusy: a lock was held longer than ``wait_at_most``.
     """
     bucket_id = bucket_of(session_id)
+    may_restart = owns_transaction()
     if bucket_id is not None:
-        lock_bucket(bucket_id, shared=shared_bucket, wait_at_most=wait_at_most)
+        lock_bucket(bucket_id, shared=shared_bucket, wait_at_most=wait_at_most, may_restart=may_restart)
     else:
-        sqlite_write_lock()
+        sqlite_write_lock(may_restart=may_restart)
     row = lock_session(session_id, skip_locked=wait_at_most is not None)
     if row is None:  # rows are never deleted: skipped, because a request holds it
         raise LockBusy(f"session {session_id} is locked")

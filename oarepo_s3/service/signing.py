@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Iterable
 from datetime import datetime
 
+import sqlalchemy as sa
 from invenio_db import db
 from invenio_files_rest.models import ObjectVersion
 
@@ -76,6 +77,7 @@ def describe(row: MultipartUploadSession) -> UploadSession:
         abort_url=row.abort_url,
         owner_id=row.owner_id,
         bucket_id=row.bucket_id,
+        transfer=row.transfer,
         sign_parts=sign_every_part,
     )
 
@@ -88,8 +90,8 @@ def get_session(session: SessionRef) -> UploadSession:
     return describe(row)
 
 
-def _lifetime_cap() -> int:
-    configured: int | None = current_oarepo_s3.app.config["OAREPO_S3_PART_URL_EXPIRATION"]
+def _lifetime_cap(setting: str = "OAREPO_S3_PART_URL_EXPIRATION") -> int:
+    configured: int | None = current_oarepo_s3.app.config[setting]
     return min(configured or SIGV4_MAX_EXPIRES, SIGV4_MAX_EXPIRES)
 
 
@@ -100,12 +102,12 @@ def _lifetime(expires: datetime, cap: int) -> int:
     return min(remaining, cap)
 
 
-def url_lifetime(session: UploadSession) -> int:
-    """Seconds a part URL signed now may live: until the upload expires, capped.
+def url_lifetime(session: UploadSession, setting: str = "OAREPO_S3_PART_URL_EXPIRATION") -> int:
+    """Seconds a part URL signed now may live: until the upload expires, capped by ``setting``.
 
     :raises UploadExpired: the upload's time is up.
     """
-    return _lifetime(session.expires, _lifetime_cap())
+    return _lifetime(session.expires, _lifetime_cap(setting))
 
 
 def ensure_in_progress(status: MultipartUploadStatus, expires: datetime) -> None:
@@ -127,9 +129,13 @@ def sign_parts(
     part_numbers: Iterable[int],
     content_md5: dict[int, str] | None = None,
     content_sha256: dict[int, str] | None = None,
+    *,
+    lifetime_setting: str = "OAREPO_S3_PART_URL_EXPIRATION",
 ) -> dict[int, str]:
     """Fresh presigned UploadPart URLs for ``part_numbers`` of an upload in progress.
 
+    :param lifetime_setting: the config key capping the URLs' lifetime (InvenioRDM's transfer
+        links have their own, short one).
     :param content_md5: base64 MD5 digests by part number; each one is signed
         into its URL, so S3 accepts only a PUT that sends that ``Content-MD5``
         header and bytes matching it (corruption on the way is refused).
@@ -160,7 +166,7 @@ def sign_parts(
     presigner: SigV4Presigner = current_oarepo_s3.presigner
     bucket = current_oarepo_s3.s3.bucket_name(session.s3_bucket)
     key, upload_id = session.s3_key, session.upload_id
-    expires_in = url_lifetime(session)
+    expires_in = url_lifetime(session, lifetime_setting)
     size, part_size = session.size, session.part_size
     plain = numbers if not md5s and not sha256s else [n for n in numbers if n not in md5s and n not in sha256s]
     urls = dict(zip(plain, presigner.upload_part_urls(bucket, key, upload_id, plain, expires_in=expires_in,
@@ -195,3 +201,18 @@ def session_of(obj: ObjectVersion) -> UploadSession | None:
     """The upload session of a file version, or None when it was not uploaded directly."""
     row: MultipartUploadSession | None = obj.upload_session
     return None if row is None else describe(row)
+
+
+def upload_in_progress(file_id: uuid.UUID) -> bool:
+    """True while a direct upload into this FileInstance is unfinished.
+
+    The file's own ``readable`` flag is not enough: records-resources' transfer
+    marks its file readable the moment the upload starts.
+    """
+    found = db.session.execute(
+        sa.select(MultipartUploadSession.id)
+        .where(MultipartUploadSession.file_id == file_id,
+               MultipartUploadSession.status == MultipartUploadStatus.IN_PROGRESS)
+        .limit(1)
+    ).first()
+    return found is not None

@@ -40,13 +40,16 @@ from .transaction import atomic, on_rollback
 
 
 def start_upload(bucket_id: uuid.UUID, upload: MultipartUpload, *, into: FileInstance | None = None,
-                 fileurl: str | None = None) -> FileEntry:
+                 fileurl: str | None = None, transfer: str | None = None) -> FileEntry:
     """Start a direct multipart upload of ``upload.key`` into the bucket.
 
     :param into: a FileInstance files-rest or records-resources created for
         this upload, in the caller's transaction (see the module's text);
         None: the service creates the version and commits.
     :param fileurl: with ``into``, the ``s3://`` URL its storage chose.
+    :param transfer: with ``into``, the door that owns the file version (``records-resources``):
+        its declared size is reserved in the bucket here (files-rest adds it for the seed door),
+        and abort and expiry leave the version to that door (see :mod:`.terminate`).
     :returns: the pending file; its ``session.parts_url`` is signed when read.
     :raises FileKeyExists: the key is taken (own transaction only; the seed door makes a new version).
     :raises RecordStateConflict: the bucket is locked (its record is published).
@@ -71,6 +74,9 @@ def start_upload(bucket_id: uuid.UUID, upload: MultipartUpload, *, into: FileIns
         else:
             obj = _adopted_version(bucket, fileinstance)
             obj.mimetype = upload.content_type
+            if transfer is not None:
+                fileinstance.set_uri(fileurl, upload.size, None, readable=False, writable=False)
+                bucket.size += upload.size  # the quota reservation: records-resources never makes it
         row = MultipartUploadSession(
             id=uuid.uuid4(),
             bucket_id=bucket.id,
@@ -89,6 +95,7 @@ def start_upload(bucket_id: uuid.UUID, upload: MultipartUpload, *, into: FileIns
             status=MultipartUploadStatus.IN_PROGRESS,
             complete_url=upload.complete_url,
             abort_url=upload.abort_url,
+            transfer=transfer,
         )
         db.session.add(row)
         db.session.flush()

@@ -5,7 +5,8 @@ upload) -> S3 Abort (NoSuchUpload: already gone; an object that a failed
 completion left behind is deleted too, so no object outlives its books) ->
 remove the pending version and FileInstance (the bucket's size gives the
 reservation back) -> terminal status -> commit. S3 first: if it fails, the
-transaction rolls back and the upload stays in progress for a retry.
+transaction rolls back and the upload stays in progress for a retry. In a
+caller's transaction (records-resources' delete), S3 comes after its commit.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from ..proxies import current_oarepo_s3
 from ..results import UploadSession
 from .locks import LockBusy, lock_upload
 from .signing import SessionRef, describe, session_id
-from .transaction import atomic
+from .transaction import after_commit, atomic, in_callers_hands
 
 
 def abort_upload(session: SessionRef) -> UploadSession:
@@ -60,13 +61,41 @@ def terminate(row: MultipartUploadSession, status: MultipartUploadStatus) -> Non
         raise UploadStateConflict("The upload is complete; delete the file instead of aborting it.")
     if row.status is not MultipartUploadStatus.IN_PROGRESS:
         raise UploadNotFound(f"The upload was already {row.status.value}.")
+    bucket, key, upload_id = row.s3_bucket, row.s3_key, row.upload_id
+    if in_callers_hands():
+        # records-resources' delete: its transaction may still roll back after us (a concurrent
+        # change of its record), and the file would then be pending with its S3 upload gone. S3
+        # follows the books once they are committed; a crash in between leaves an upload of an
+        # aborted session, which the orphan sweep aborts.
+        after_commit(lambda: _abort_in_s3(bucket, key, upload_id), f"abort upload {upload_id} of {key}")
+    else:
+        _abort_in_s3(bucket, key, upload_id)
+    if row.transfer is None:
+        _remove_pending_file(row)
+    else:
+        _release_to_transfer(row)
+    row.status = status
+
+
+def _abort_in_s3(bucket: str, key: str, upload_id: str) -> None:
     s3 = current_oarepo_s3.s3
-    if not s3.abort_multipart_upload(row.s3_bucket, row.s3_key, row.upload_id):
+    if not s3.abort_multipart_upload(bucket, key, upload_id):
         # S3 no longer knows the upload: aborted before, or completed by an attempt whose
         # database commit failed. Such an object belongs to no file: delete it, or it is orphaned.
-        s3.delete_object(row.s3_bucket, row.s3_key)
-    _remove_pending_file(row)
-    row.status = status
+        s3.delete_object(bucket, key)
+
+
+def _release_to_transfer(row: MultipartUploadSession) -> None:
+    """Leave the pending file to the door that owns its version (records-resources' file record).
+
+    Its file record holds the version (a foreign key): the version stays, the file can no longer
+    be read (it never had content), and the size it reserves is given back when that door
+    deletes it (``ObjectVersion.delete`` subtracts it), as it does for any of its files.
+    """
+    if row.file is not None:
+        row.file.readable = False
+    row.object_version = None
+    row.file = None
 
 
 def _remove_pending_file(row: MultipartUploadSession) -> None:

@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 _PENDING = "oarepo_s3.pending_actions"
 _DEPTH = "oarepo_s3.atomic_depth"
+_CALLERS = "oarepo_s3.in_callers_transaction"
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +112,36 @@ def _after_commit(session: Session) -> None:
     for action in actions:
         if action.on_commit:
             _run(action)
+
+
+@contextmanager
+def in_callers_transaction() -> Iterator[None]:
+    """Run service functions as steps of the caller's transaction (records-resources' unit of work).
+
+    Their :func:`atomic` blocks neither commit nor roll back: the caller
+    does, and a rollback still undoes their S3 side effects (:func:`on_rollback`).
+    """
+    session = db.session()
+    depth, callers = session.info.get(_DEPTH, 0), session.info.get(_CALLERS, 0)
+    session.info[_DEPTH], session.info[_CALLERS] = depth + 1, callers + 1
+    try:
+        yield
+    finally:
+        session.info[_DEPTH], session.info[_CALLERS] = depth, callers
+
+
+def in_callers_hands() -> bool:
+    """True inside :func:`in_callers_transaction`: the caller commits, maybe much later, maybe not at all."""
+    return bool(db.session().info.get(_CALLERS, 0))
+
+
+def owns_transaction() -> bool:
+    """True inside the outermost :func:`atomic` of a transaction the service began itself.
+
+    Only such a transaction may be started afresh (SQLite's stale-snapshot
+    retry in :func:`oarepo_s3.service.locks.sqlite_write_lock`).
+    """
+    return bool(db.session().info.get(_DEPTH, 0) <= 1)
 
 
 @contextmanager

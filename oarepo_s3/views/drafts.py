@@ -203,8 +203,10 @@ def _route_the_rest(bp: Blueprint) -> None:
 
 
 def create_drafts_blueprint(app: Flask) -> Blueprint:
-    """The draft-records API, mounted at ``OAREPO_S3_DRAFTS_URL_PREFIX``."""
+    """The draft-records API at ``OAREPO_S3_DRAFTS_URL_PREFIX`` (no routes when ``OAREPO_S3_REST_API`` is off)."""
     bp = _blueprint(DRAFTS, app.config["OAREPO_S3_DRAFTS_URL_PREFIX"])
+    if not app.config.get("OAREPO_S3_REST_API", True):
+        return bp
     bp.before_request(check_rate_limits)
     rules: list[tuple[str, str, Callable[..., Any], list[str]]] = [
         ("/", "create", create_draft, ["POST"]),
@@ -228,8 +230,11 @@ def create_drafts_blueprint(app: Flask) -> Blueprint:
 
 
 def create_records_blueprint(app: Flask) -> Blueprint:
-    """Published records, read-only, mounted at ``OAREPO_S3_RECORDS_URL_PREFIX``."""
+    """Published records, read-only, mounted at ``OAREPO_S3_RECORDS_URL_PREFIX`` (no routes when
+    ``OAREPO_S3_REST_API`` is off)."""
     bp = _blueprint(RECORDS, app.config["OAREPO_S3_RECORDS_URL_PREFIX"])
+    if not app.config.get("OAREPO_S3_REST_API", True):
+        return bp
     bp.add_url_rule("/<pid_value>", "record", get_record)
     bp.add_url_rule("/<pid_value>/files/", "files", list_record_files)
     bp.add_url_rule("/<pid_value>/files/<filekey:key>", "file", get_record_file)
