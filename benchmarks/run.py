@@ -2,7 +2,7 @@
 
 ::
 
-    ./run-benchmarks.sh [--quick] [--only presign,scale,concurrency,client,cleanup] [--no-report]
+    ./run-benchmarks.sh [--quick] [--only presign,scale,concurrency,client,cleanup,rdm] [--no-report]
 
 Starts one PostgreSQL for every benchmark that needs a database (each gets a
 fresh database on it); ``client`` starts moto and a Ceph RGW itself and
@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ("presign", "scale", "concurrency", "client", "cleanup")
+BENCHMARKS = ("presign", "scale", "concurrency", "client", "cleanup", "rdm")
 
 FULL = {
     "presign": [["bench_presign.py", "--parts", "10000", "--repeat", "7"]],
@@ -38,6 +38,7 @@ FULL = {
     "client": [["bench_client.py", "--s3", s3, "--size-mib", "1024", "--repeat", "3"] for s3 in ("moto", "ceph")],
     "cleanup": [["bench_cleanup.py", "--db", "postgresql", "--counts", "1000,10000"],
                 ["bench_cleanup.py", "--db", "sqlite", "--counts", "1000"]],
+    "rdm": [["bench_rdm.py", "--parts", "1000,10000", "--repeat", "5"]],
 }
 QUICK = {
     "presign": [["bench_presign.py", "--parts", "2000", "--repeat", "3"]],
@@ -46,8 +47,9 @@ QUICK = {
     "client": [["bench_client.py", "--s3", s3, "--size-mib", "128", "--repeat", "1"] for s3 in ("moto", "ceph")],
     "cleanup": [["bench_cleanup.py", "--db", "postgresql", "--counts", "100,500"],
                 ["bench_cleanup.py", "--db", "sqlite", "--counts", "100"]],
+    "rdm": [["bench_rdm.py", "--parts", "100,1000", "--repeat", "3"]],
 }
-NEEDS_PG = {"scale", "concurrency", "client", "cleanup"}
+NEEDS_PG = {"scale", "concurrency", "client", "cleanup", "rdm"}
 
 
 def result_name(cmd: list[str]) -> str:
