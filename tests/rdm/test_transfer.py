@@ -18,7 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 from invenio_db import db
-from invenio_files_rest.models import Bucket
+from invenio_files_rest.models import Bucket, ObjectVersion
 
 from oarepo_s3.audit import audit
 from oarepo_s3.cleanup import sweep_orphans
@@ -72,7 +72,7 @@ def _s3etag(payload: bytes, part_size: int) -> str:
     return hashlib.md5(b"".join(hashlib.md5(p).digest() for p in parts)).hexdigest() + f"-{len(parts)}"
 
 
-def test_upload_commit_download(rdm, record, s3_server, s3_client, s3_bucket):
+def test_upload_commit_download(rdm, record, s3_server, s3_client, s3_bucket, app):
     payload = fresh_random_bytes(SIZE)
     pending = _init(rdm, record)
     assert (pending["transfer"]["type"], pending["status"]) == ("M", "pending")
@@ -115,8 +115,15 @@ def test_upload_commit_download(rdm, record, s3_server, s3_client, s3_bucket):
     assert _bucket_size(record) == SIZE
     _books_and_s3_agree()
 
-    # Committing again is harmless: records-resources answers for the committed file.
-    assert rdm.commit(record.pid, KEY).status_code in (200, 400)
+    # Committing again is harmless: records-resources answers for the committed file, and our storage's
+    # commit, called again with the same metadata, answers the same ETag without touching S3.
+    again = rdm.commit(record.pid, KEY)
+    assert (again.status_code, again.json()["checksum"]) == (200, committed["checksum"]), again.text
+    with app.test_request_context():
+        fileinstance = db.session.get(ObjectVersion, _session().version_id).file
+        storage = app.extensions["invenio-files-rest"].storage_factory(fileinstance=fileinstance)
+        assert storage.multipart_commit_upload(**_session_metadata(rdm, record)) == _s3etag(payload, PART_SIZE)
+        db.session.rollback()  # (the caller's transaction: records-resources would commit it)
     assert rdm.content(record.pid, KEY).content == payload
 
     assert rdm.delete(record.pid, KEY).status_code == 204
@@ -308,8 +315,6 @@ def test_a_file_begun_under_invenio_s3s_storage_is_finished_by_ours(rdm, record,
 def test_a_delete_that_rolls_back_leaves_the_upload_resumable(rdm, record, s3_client, s3_bucket, app):
     """records-resources' transaction may fail after our abort (a concurrent change of its record): S3 follows
     the books only once they are committed, so the rolled-back delete leaves a pending file that still uploads."""
-    from invenio_files_rest.models import ObjectVersion
-
     payload = fresh_random_bytes(SIZE)
     pending = _init(rdm, record)
     metadata = _session_metadata(rdm, record)
@@ -346,3 +351,33 @@ def _session_metadata(rdm, record) -> dict:
     db.session.rollback()
     (row,) = db.session.query(RdmFileMetadata).all()
     return row.json["transfer"]["multipart_metadata"]
+
+
+def test_a_location_that_is_not_s3_takes_records_resources_generic_path(rdm, db, tmp_path):
+    """Our factory hands a file:// location's files to files-rest's own storage, which has no multipart_*
+    methods: records-resources then takes the parts through the server and writes them in place."""
+    from invenio_files_rest.models import Location
+
+    from .records import RdmRecord
+
+    db.session.add(Location(name="local", uri=str(tmp_path), default=True))
+    db.session.commit()
+    local = RdmRecord.create({})
+    local.commit()
+    db.session.commit()
+    pid = local.pid.pid_value
+
+    payload = fresh_random_bytes(2 * 1000 + 500)
+    init = rdm.init_multipart(pid, "local.bin", len(payload), 1000)
+    assert init.status_code == 201, init.text
+    (entry,) = init.json()["entries"]
+    assert [p["part"] for p in entry["links"]["parts"]] == [1, 2, 3]
+    assert all(p["url"].startswith(rdm.base_url) for p in entry["links"]["parts"])  # the server's own URLs
+    for n in (1, 2, 3):
+        put = rdm.http.put(f"{rdm.file_url(pid, 'local.bin')}/content/{n}", data=payload[(n - 1) * 1000 : n * 1000],
+                           headers={"Content-Type": "application/octet-stream"}, timeout=60)
+        assert put.status_code == 200, put.text
+    assert rdm.commit(pid, "local.bin").status_code == 200
+    assert rdm.content(pid, "local.bin").content == payload
+    db.session.rollback()
+    assert db.session.query(MultipartUploadSession).count() == 0  # none of our business
