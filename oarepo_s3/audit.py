@@ -35,14 +35,14 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from flask import current_app
 from invenio_db import db
-from invenio_files_rest.models import Bucket, FileInstance, ObjectVersion
+from invenio_files_rest.models import Bucket, FileInstance
 
 from .api import MultipartUploadStatus
 from .cleanup import as_timedelta, file_key_matcher, s3_locations
 from .models import MultipartUploadSession, utcnow
 from .proxies import current_oarepo_s3
 from .s3 import split_s3_url
-from .service import atomic
+from .service import atomic, counted_sizes
 
 IN_PROGRESS, COMPLETE = MultipartUploadStatus.IN_PROGRESS, MultipartUploadStatus.COMPLETE
 
@@ -95,23 +95,7 @@ def audit(*, grace: timedelta | int | float | None = None, now: datetime | None 
 
 
 def _bucket_books(report: AuditReport) -> Iterator[Problem]:
-    # files-rest's size rule: every version with a file adds its size, and a delete marker
-    # (ObjectVersion.delete, as records-resources deletes files) subtracts the version it follows.
-    window = {"partition_by": (ObjectVersion.bucket_id, ObjectVersion.key),
-              "order_by": (ObjectVersion.created, ObjectVersion.version_id)}
-    versions = sa.select(
-        ObjectVersion.bucket_id,
-        ObjectVersion.file_id,
-        sa.func.lead(ObjectVersion.version_id).over(**window).label("next_version"),
-        sa.func.lead(ObjectVersion.file_id).over(**window).label("next_file"),
-    ).subquery()
-    live = (
-        sa.select(versions.c.bucket_id, sa.func.coalesce(sa.func.sum(FileInstance.size), 0).label("total"))
-        .join(FileInstance, FileInstance.id == versions.c.file_id)
-        .where(sa.or_(versions.c.next_version.is_(None), versions.c.next_file.isnot(None)))
-        .group_by(versions.c.bucket_id)
-        .subquery()
-    )
+    live = counted_sizes()  # files-rest's rule (oarepo_s3.service.books)
     rows = db.session.execute(
         sa.select(Bucket.id, Bucket.size, Bucket.quota_size, Bucket.locked, sa.func.coalesce(live.c.total, 0))
         .outerjoin(live, live.c.bucket_id == Bucket.id)

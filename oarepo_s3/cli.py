@@ -1,4 +1,4 @@
-"""Admin commands: ``invenio oarepo-s3 uploads list | cleanup | audit | cors | check``.
+"""Admin commands: ``invenio oarepo-s3 uploads list | cleanup | audit | fix-bucket-sizes | cors | check``.
 
 Registered through the ``flask.commands`` entry point (as invenio-s3 and
 invenio-access register theirs), which every Invenio CLI loads: it is a
@@ -25,6 +25,7 @@ from .cleanup import CleanupItem, ExpiredUpload, OrphanUpload, run_cleanup, s3_l
 from .errors import S3Error, S3Unavailable
 from .models import MultipartUploadSession, utcnow
 from .proxies import current_oarepo_s3
+from .service import fix_bucket_sizes
 
 _CREDENTIAL_ERRORS = {
     "InvalidAccessKeyId",
@@ -194,6 +195,22 @@ def audit_command(grace: timedelta | None) -> None:
     if report.problems:
         raise click.ClickException(f"{len(report.problems)} problem(s); {summary}")
     click.echo(f"the books hold and S3 agrees: {summary}")
+
+
+@oarepo_s3.command("fix-bucket-sizes")
+@click.option("--dry-run", is_flag=True, help="List the buckets whose size is wrong; change nothing.")
+@with_appcontext
+def fix_bucket_sizes_command(dry_run: bool) -> None:
+    """Set every bucket's size to what its file versions add up to (files-rest's rule).
+
+    For buckets kept by another storage's books before the switch (invenio-s3's
+    multipart transfer never reserved a pending file's size): `audit` lists them
+    as `bucket-size` problems. Each bucket is fixed under its lock; uploads may go on.
+    """
+    fixes = fix_bucket_sizes(dry_run=dry_run)
+    for fix in fixes:
+        click.echo(f"{'would set' if dry_run else 'set'} bucket {fix.bucket_id} size {fix.was} -> {fix.should_be}")
+    click.echo(f"{len(fixes)} bucket size(s) {'to fix' if dry_run else 'fixed'}")
 
 
 # --- cors ------------------------------------------------------------------

@@ -9,6 +9,7 @@ service commits; nothing in it imports a door.
 ``in_progress -> complete | aborted | expired``; a terminal state never changes.
 """
 
+from .books import SizeFix, counted_sizes, fix_bucket_sizes
 from .complete import ReportedPart, complete_upload, multipart_etag
 from .files import abort_file_upload, delete_file, freeze_bucket, get_file, list_files, send_file, upload_of
 from .signing import (
@@ -28,14 +29,17 @@ from .transaction import atomic, in_callers_transaction
 __all__ = (
     "ReportedPart",
     "SessionRef",
+    "SizeFix",
     "abort_file_upload",
     "abort_upload",
     "atomic",
     "complete_upload",
+    "counted_sizes",
     "create_empty_file",
     "delete_file",
     "ensure_in_progress",
     "expire_upload",
+    "fix_bucket_sizes",
     "freeze_bucket",
     "get_file",
     "get_session",
