@@ -98,7 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXIT_CODES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     up.add_argument("paths", nargs="+", metavar="FILE_OR_DIR")
-    up.add_argument("--draft", required=True, metavar="URL", help="the draft's API URL (…/draft/records/<id>)")
+    target = up.add_mutually_exclusive_group(required=True)
+    target.add_argument("--draft", metavar="URL", help="an oarepo-s3 draft's API URL (…/draft/records/<id>)")
+    target.add_argument("--files-url", metavar="URL",
+                        help="an InvenioRDM draft's files URL (…/api/records/<id>/draft/files): uploads through "
+                             "its multipart transfer (\"M\"), parts straight to its S3")
     common(up)
     up.add_argument("--part-size", type=part_size_arg, metavar="BYTES",
                     help="bytes per part, 5MiB..5GiB (default: the server's, 16 MiB)")
@@ -173,8 +177,9 @@ def _run_upload(args: argparse.Namespace, token: str, output: _Output, progress:
         output.result(result.to_json(), _upload_text(result))
 
     bar = RichProgress(total) if progress else None
-    with Uploader(args.draft, token, config=config, state_dir=args.state_dir, subscribers=[bar] if bar else [],
-                  abort_on_failure=args.abort_on_failure) as uploader, (bar or nullcontext()):
+    target, protocol = (args.files_url, "rdm") if args.files_url else (args.draft, "oarepo")
+    with Uploader(target, token, config=config, state_dir=args.state_dir, subscribers=[bar] if bar else [],
+                  abort_on_failure=args.abort_on_failure, protocol=protocol) as uploader, (bar or nullcontext()):
         uploader.upload_many(entries, on_result=report)
     return combine_exit_codes(codes)
 

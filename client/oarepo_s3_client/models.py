@@ -208,6 +208,8 @@ class UploadState(UploadSession):
     """``GET links.multipart``: the session and the parts S3 holds."""
 
     parts: list[SessionPart]
+    parts_unknown: bool
+    """True: the server cannot tell which parts S3 holds (an InvenioRDM without ListParts links)."""
 
 
 class _FileJsonRequired(TypedDict):

@@ -35,10 +35,14 @@ from .localfile import FileReader
 from .models import DownloadResult, FileJson, FileLinks, TransferConfig, UploadResult, UploadSession, UploadState
 from .parts import PartRange, etag_is_md5, md5_from_base64, normalize_etag, part_ranges, s3etag, sha256_is_cheaper
 from .progress import AggregatedProgress, ProgressSubscriber
+from .rdm import RdmApi
 from .s3http import PartTransport, new_s3_session
 from .sender import FileUpload, PartSender
 from .state import Journal, StateStore, UploadEntry, UploadHeader
-from .verify import verify_completed
+from .verify import local_matches, verify_completed
+
+PROTOCOLS: dict[str, type[Api]] = {"oarepo": Api, "rdm": RdmApi}
+"""The servers an Uploader speaks to: oarepo-s3's draft-records API, or InvenioRDM's files API."""
 
 EMPTY_CHECKSUM = "md5:d41d8cd98f00b204e9800998ecf8427e"
 """What the server stores as the checksum of an empty file (no upload: it writes the object itself)."""
@@ -47,7 +51,10 @@ EMPTY_CHECKSUM = "md5:d41d8cd98f00b204e9800998ecf8427e"
 class Uploader:
     """Upload files into a draft record (and download files back).
 
-    :param draft_url: the draft's API URL, ``https://host/draft/records/<pid>`` (``None`` to only download).
+    :param draft_url: the draft's API URL, ``https://host/draft/records/<pid>`` (``None`` to only download);
+        with ``protocol="rdm"``, an InvenioRDM draft's files URL, ``https://host/api/records/<id>/draft/files``.
+    :param protocol: ``"oarepo"`` (oarepo-s3's draft-records API) or ``"rdm"``
+        (invenio-records-resources' files API with its multipart transfer, :mod:`.rdm`).
     :param token: personal access token (``Authorization: Bearer``).
     :param concurrency: parts in flight at once.
     :param part_size: bytes per part (``None``: the server's choice, 16 MiB).
@@ -78,14 +85,17 @@ class Uploader:
         executor: Executor | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] | None = None,
+        protocol: str = "oarepo",
     ):
+        if protocol not in PROTOCOLS:
+            raise UsageError(f"protocol must be one of {', '.join(PROTOCOLS)}, not {protocol!r}")
         self.config = config or TransferConfig(concurrency=concurrency, part_size=part_size)
         self.draft_url = (draft_url or "").rstrip("/")
         self.abort_on_failure = abort_on_failure
         self._cancelled = threading.Event()
         self._clock = clock
         self._sleep = sleep or self._interruptible_sleep
-        self.api = Api(token, config=self.config, session=api_session, sleep=self._sleep)
+        self.api = PROTOCOLS[protocol](token, config=self.config, session=api_session, sleep=self._sleep)
         self.s3 = s3_session if s3_session is not None else new_s3_session(self.config.concurrency)
         self.transport = PartTransport(self.s3, zero_copy=self.config.zero_copy and s3_session is None,
                                        pool_size=self.config.concurrency, connect_timeout=self.config.connect_timeout,
@@ -341,6 +351,10 @@ class Uploader:
         if same_journal is not None:  # a journal entry without "md5": S3 verified that part by its SHA-256
             known = {int(e["n"]): (e["etag"], e.get("md5")) for e in same_journal.entries if {"n", "etag"} <= set(e)}
         held = {int(p["PartNumber"]): (normalize_etag(p["ETag"]), int(p.get("Size", -1))) for p in session["parts"]}
+        if session.get("parts_unknown"):  # the server lists no parts: the journal's, hashed again before they count
+            lengths = {r.number: r.length for r in upload.ranges}
+            held = {n: (normalize_etag(etag), lengths.get(n, -1)) for n, (etag, _) in known.items()}
+            known = {}
         for r in upload.ranges:
             etag, size = held.get(r.number, ("", -1))
             if size != r.length:
@@ -419,6 +433,9 @@ class Uploader:
             raise IntegrityError(f"{upload.key!r}: stored size {answer.get('size')} differs from the local "
                                  f"{upload.size} bytes")
         checksum = answer.get("checksum")
+        if checksum and checksum.startswith("md5:") and not local_matches(upload.path, upload.size, checksum):
+            raise IntegrityError(f"{upload.key!r}: stored checksum {checksum} differs from the local file's MD5; "
+                                 "the stored file is left as it is, delete it and upload again")
         if checksum and checksum.startswith("s3etag:") and expected is not None and checksum != expected:
             raise IntegrityError(f"{upload.key!r}: stored checksum {checksum} differs from the local file's "
                                  f"{expected}; the stored file is left as it is, delete it and upload again")
