@@ -22,6 +22,7 @@ import oarepo_s3.transfer as server_transfer
 from oarepo_s3.proxies import current_oarepo_s3
 from oarepo_s3_client import Interrupted, Uploader
 
+from ..client.test_upload import StopAfter
 from ..helpers import fresh_random_bytes
 from .conftest import MiB
 
@@ -41,19 +42,6 @@ class PartLog(requests.Session):
         if method == "PUT" and "partNumber" in query:
             self.puts.append((int(query["partNumber"][0]), response.status_code))
         return response
-
-
-class StopAfter:
-    """A progress subscriber that presses Ctrl-C once ``limit`` bytes went out."""
-
-    def __init__(self, limit: int):
-        self.limit, self.seen = limit, 0
-
-    def on_progress(self, bytes_transferred, **kwargs):
-        self.seen += max(bytes_transferred, 0) if not kwargs.get("initial") else 0
-        if self.seen >= self.limit:
-            self.limit = float("inf")
-            raise KeyboardInterrupt
 
 
 @pytest.fixture()
