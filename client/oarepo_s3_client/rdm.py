@@ -122,8 +122,9 @@ class RdmApi(Api):
             except ApiError as e:
                 if e.status != 400:
                     raise
+                about_transfer = "transfer" in " ".join([e.message, *(str(f.get("field")) for f in e.errors)])
                 hint = (" (an InvenioRDM before v13, or RECORDS_RESOURCES_TRANSFERS without MultipartTransfer?)"
-                        if "transfer" in e.message.lower() or "type" in e.message.lower() else "")
+                        if about_transfer else "")
                 raise ApiError(400, f"{key!r}: the server refused the multipart (\"M\") upload: {e.message}{hint}",
                                e.errors, url=files_url) from e
         (entry,) = [e for e in answer["entries"] if e.get("key") == key]

@@ -28,10 +28,12 @@ def anonymous_identity() -> AnonymousIdentity:
     return identity
 
 
-def create_rdm_app(config: dict[str, Any], *, name: str, **create_app_kwargs: Any) -> Flask:
+def create_rdm_app(config: dict[str, Any], *, name: str, transfers: list[str] = TRANSFERS,
+                   **create_app_kwargs: Any) -> Flask:
     """:func:`oarepo_s3.app.create_app` plus records-resources' file service and resource.
 
-    The FileResource is mounted at ``/rdm/records/<pid_value>/files``. What each addition is for:
+    The FileResource is mounted at ``/rdm/records/<pid_value>/files``; ``transfers`` are the
+    app's transfer types (``RECORDS_RESOURCES_TRANSFERS``). What each addition is for:
 
     - ``Principal`` with :func:`anonymous_identity` as its identity loader:
       the resource passes ``g.identity`` to the service. invenio-access's
@@ -49,7 +51,7 @@ def create_rdm_app(config: dict[str, Any], *, name: str, **create_app_kwargs: An
     """
     config = {
         **config,
-        "RECORDS_RESOURCES_TRANSFERS": TRANSFERS,
+        "RECORDS_RESOURCES_TRANSFERS": transfers,
         "RECORDS_RESOURCES_DEFAULT_TRANSFER_TYPE": "L",
         "SITE_API_URL": "http://127.0.0.1",
         "SITE_UI_URL": "http://127.0.0.1",
