@@ -134,14 +134,13 @@ class Bench:
     def time_storage_links(self, storage: str, key: str) -> float:
         """``multipart_links(**metadata)`` alone, in-process: ms."""
         from invenio_db import db
+        from invenio_files_rest.models import ObjectVersion
 
         from tests.rdm.records import RdmFileMetadata
 
         with self.app.test_request_context():
             row = db.session.query(RdmFileMetadata).filter(RdmFileMetadata.key == key).one()
             metadata = row.json["transfer"]["multipart_metadata"]
-            from invenio_files_rest.models import ObjectVersion
-
             fileinstance = db.session.get(ObjectVersion, row.object_version_id).file
             store = self.factories[storage](fileinstance=fileinstance)
             start = time.perf_counter()

@@ -190,16 +190,21 @@ def separate_database(database_uri, tmp_path):
     admin.dispose()
 
 
-def test_settings_from_the_environment_use_that_s3_and_database(s3_backend, s3_client, separate_database,
-                                                                 tmp_path):
-    bucket = f"demo-{uuid.uuid4().hex[:12]}"
-    env = {
+def _external_services_env(s3_backend, database_uri: str) -> dict[str, str]:
+    """The environment that points the demo at an S3 and a database of its user's (not the embedded ones)."""
+    return {
         "INVENIO_S3_ENDPOINT_URL": s3_backend.endpoint_url,
         "INVENIO_S3_ACCESS_KEY_ID": s3_backend.access_key,
         "INVENIO_S3_SECRET_ACCESS_KEY": s3_backend.secret_key,
         "INVENIO_S3_REGION_NAME": s3_backend.region,
-        "INVENIO_SQLALCHEMY_DATABASE_URI": separate_database,
+        "INVENIO_SQLALCHEMY_DATABASE_URI": database_uri,
     }
+
+
+def test_settings_from_the_environment_use_that_s3_and_database(s3_backend, s3_client, separate_database,
+                                                                 tmp_path):
+    bucket = f"demo-{uuid.uuid4().hex[:12]}"
+    env = _external_services_env(s3_backend, separate_database)
     process = DemoProcess(tmp_path / "data", "--bucket", bucket, env=env)
     info = process.start()
     try:
@@ -238,13 +243,7 @@ def test_an_existing_buckets_cors_is_left_alone_unless_asked(s3_backend, s3_clie
     s3_client.create_bucket(Bucket=bucket)
     theirs = [{"AllowedOrigins": ["https://their.site"], "AllowedMethods": ["GET"], "AllowedHeaders": ["*"]}]
     s3_client.put_bucket_cors(Bucket=bucket, CORSConfiguration={"CORSRules": theirs})
-    env = {
-        "INVENIO_S3_ENDPOINT_URL": s3_backend.endpoint_url,
-        "INVENIO_S3_ACCESS_KEY_ID": s3_backend.access_key,
-        "INVENIO_S3_SECRET_ACCESS_KEY": s3_backend.secret_key,
-        "INVENIO_S3_REGION_NAME": s3_backend.region,
-        "INVENIO_SQLALCHEMY_DATABASE_URI": separate_database,
-    }
+    env = _external_services_env(s3_backend, separate_database)
     process = DemoProcess(tmp_path / "data", "--bucket", bucket, *(["--set-cors"] if set_cors else []), env=env)
     process.start()
     try:

@@ -33,9 +33,11 @@ from .api import Api, file_url
 from .errors import ApiError, UsageError
 from .models import DraftJson, FileJson, FileLinks, SessionPart, SignedPart, UploadState
 from .parts import MAX_PART_SIZE, MIN_PART_SIZE, S3ETAG_PREFIX, MiB
+from .verify import SERVER_DEFAULT_PART_SIZE
 
 MAX_PARTS = 10_000
-DEFAULT_PART_SIZE = 16 * MiB
+DEFAULT_PART_SIZE = SERVER_DEFAULT_PART_SIZE
+"""oarepo-s3's own default, so a re-run that finds the file committed recomputes its checksum at the first try."""
 _S3_NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
 
 
@@ -67,6 +69,12 @@ def checksum_of(entry: dict[str, Any]) -> str | None:
         etag, _, _part_size = checksum.removeprefix("multipart:").rpartition("-")
         return S3ETAG_PREFIX + etag if etag else None
     return checksum if isinstance(checksum, str) else None
+
+
+def _part_size(entry: dict[str, Any]) -> int:
+    """A pending "M" file's part size: as declared at init, else ``ceil(size / parts)`` (records-resources' rule)."""
+    transfer = entry.get("transfer") or {}
+    return int(transfer.get("part_size") or -(-int(entry["size"]) // int(transfer["parts"])))
 
 
 class RdmApi(Api):
@@ -115,8 +123,7 @@ class RdmApi(Api):
         parts = -(-size // part_size)
         body = [{"key": key, "size": size, "transfer": {"type": "M", "parts": parts, "part_size": part_size}}]
         with self._write_lock:
-            if self.get_file(files_url, key) is not None:
-                raise ApiError(409, f"{key!r} already exists in the draft", url=files_url)
+            self._ensure_new(files_url, key)
             try:
                 answer = self.request("POST", files_url, json=body, expect=(201,)).json()
             except ApiError as e:
@@ -132,10 +139,14 @@ class RdmApi(Api):
             raise ApiError(400, f"the server did not start a multipart (\"M\") transfer for {key!r}", url=files_url)
         return self._file(entry)
 
+    def _ensure_new(self, files_url: str, key: str) -> None:
+        """409 when the key is taken, as our own API answers: the Uploader then resumes or skips the file."""
+        if self.get_file(files_url, key) is not None:
+            raise ApiError(409, f"{key!r} already exists in the draft", url=files_url)
+
     def _empty_file(self, files_url: str, key: str) -> FileJson:
         with self._write_lock:
-            if self.get_file(files_url, key) is not None:
-                raise ApiError(409, f"{key!r} already exists in the draft", url=files_url)
+            self._ensure_new(files_url, key)
             self.request("POST", files_url, json=[{"key": key}], expect=(201,))
             url = file_url(files_url, key)
             response = self.session.put(f"{url}/content", data=b"",
@@ -144,10 +155,6 @@ class RdmApi(Api):
             if response.status_code != 200:
                 raise ApiError(response.status_code, f"{key!r}: the server refused the empty content", url=url)
             return self._file(self.request("POST", f"{url}/commit").json())
-
-    def delete_file(self, url: str) -> None:
-        with self._write_lock:
-            self.request("DELETE", url, expect=(204, 404))
 
     def abort(self, abort_url: str) -> None:
         """The file's own URL: deleting a pending file aborts its upload."""
@@ -172,8 +179,7 @@ class RdmApi(Api):
         transfer = entry.get("transfer") or {}
         state: dict[str, Any] = {
             "upload_id": str(entry.get("file_id")), "size": entry.get("size"),
-            "chunk_size": transfer.get("part_size") or -(-int(entry["size"]) // int(transfer["parts"])),
-            "num_chunks": transfer.get("parts"), "parts": [],
+            "chunk_size": _part_size(entry), "num_chunks": transfer.get("parts"), "parts": [],
         }
         if "list_parts" in links:
             state["parts"] = [p for url in links["list_parts"] for p in self._listed_parts(url)]
@@ -258,8 +264,7 @@ class RdmApi(Api):
             file_links["complete"] = links.get("commit") or f"{links['self']}/commit"
             ours["multipart_upload"] = {
                 "id": str(entry.get("file_id")), "upload_id": str(entry.get("file_id")), "size": entry.get("size"),
-                "chunk_size": transfer.get("part_size") or -(-int(entry["size"]) // int(transfer["parts"])),
-                "num_chunks": transfer.get("parts"),
+                "chunk_size": _part_size(entry), "num_chunks": transfer.get("parts"),
             }
         ours["links"] = file_links
         return cast(FileJson, ours)

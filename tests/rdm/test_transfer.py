@@ -53,6 +53,12 @@ def _session() -> MultipartUploadSession:
     return row
 
 
+def _storage_of_the_upload(app):
+    """The storage records-resources gets for the upload's file from the configured factory (in a request)."""
+    fileinstance = db.session.get(ObjectVersion, _session().version_id).file
+    return app.extensions["invenio-files-rest"].storage_factory(fileinstance=fileinstance)
+
+
 def _books_and_s3_agree() -> None:
     db.session.rollback()
     report = audit(grace=0)
@@ -121,9 +127,8 @@ def test_upload_commit_download(rdm, record, s3_server, s3_client, s3_bucket, ap
     again = rdm.commit(record.pid, KEY)
     assert (again.status_code, again.json()["checksum"]) == (200, committed["checksum"]), again.text
     with app.test_request_context():
-        fileinstance = db.session.get(ObjectVersion, _session().version_id).file
-        storage = app.extensions["invenio-files-rest"].storage_factory(fileinstance=fileinstance)
-        assert storage.multipart_commit_upload(**_session_metadata(rdm, record)) == _s3etag(payload, PART_SIZE)
+        etag = _storage_of_the_upload(app).multipart_commit_upload(**_session_metadata(rdm, record))
+        assert etag == _s3etag(payload, PART_SIZE)
         db.session.rollback()  # (the caller's transaction: records-resources would commit it)
     assert rdm.content(record.pid, KEY).content == payload
 
@@ -331,9 +336,7 @@ def test_a_delete_that_rolls_back_leaves_the_upload_resumable(rdm, record, s3_cl
     pending = _init(rdm, record)
     metadata = _session_metadata(rdm, record)
     with app.test_request_context():
-        fileinstance = db.session.get(ObjectVersion, _session().version_id).file
-        storage = app.extensions["invenio-files-rest"].storage_factory(fileinstance=fileinstance)
-        storage.multipart_abort_upload(**metadata)
+        _storage_of_the_upload(app).multipart_abort_upload(**metadata)
         db.session.rollback()
     assert len(_uploads_in_s3(s3_client, s3_bucket)) == 1
     assert _session().status is MultipartUploadStatus.IN_PROGRESS
