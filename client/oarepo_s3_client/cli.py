@@ -122,11 +122,15 @@ def build_parser() -> argparse.ArgumentParser:
     down = commands.add_parser(
         "download", help="download a file with parallel ranged GETs",
         description="Download a file (its content URL, or its API URL) with parallel ranged GETs into "
-                    "FILE.part; an interrupted download resumes when run again; the size is checked.",
+                    "FILE.part; an interrupted download resumes when run again; the size is checked, and "
+                    "the bytes are hashed as they arrive and compared with the file's checksum.",
         epilog=EXIT_CODES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     down.add_argument("url", metavar="URL")
     down.add_argument("-o", "--output", required=True, metavar="FILE", help="where to write the file")
+    down.add_argument("--no-verify", dest="verify", action="store_false",
+                      help="do not hash the bytes (default: compare them with the file's checksum from the API, "
+                           "else S3's ETag; a mismatch keeps nothing and exits with the integrity code)")
     common(down)
     down.add_argument("--chunk-size", type=parse_size, default=16 * MiB, metavar="BYTES",
                       help="bytes per ranged GET (default 16MiB)")
@@ -189,10 +193,11 @@ def _run_download(args: argparse.Namespace, token: str | None, output: _Output, 
                             download_chunk_size=args.chunk_size)
     bar = RichProgress() if progress else None
     with Uploader(None, token, config=config, subscribers=[bar] if bar else []) as client, (bar or nullcontext()):
-        result = client.download(args.url, args.output)
+        result = client.download(args.url, args.output, verify=args.verify)
     note = f" (resumed: {result.ranges - result.ranges_fetched} of {result.ranges} ranges were on disk)" \
         if result.resumed else ""
-    output.result(result.to_json(), f"downloaded {result.path}  {result.size} bytes{note}")
+    checked = f"  {result.checksum} verified" if result.verified else ""
+    output.result(result.to_json(), f"downloaded {result.path}  {result.size} bytes{checked}{note}")
     return EXIT_OK
 
 

@@ -3,8 +3,10 @@
 ``FILE.part`` has the file's full size from the start; each range is
 written at its offset and then recorded in ``FILE.part.state`` (a journal).
 Running again after an interruption fetches only the ranges not recorded.
-Every range must come from the same S3 object (same ETag); at the end the
-size is checked and ``FILE.part`` becomes ``FILE``.
+Every range must come from the same S3 object (same ETag). The bytes are
+hashed while they arrive (:mod:`.integrity`) and must match the file's
+checksum from the API (else S3's ETag); at the end the size is checked and
+``FILE.part`` becomes ``FILE``.
 """
 
 from __future__ import annotations
@@ -14,12 +16,14 @@ import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any, cast
 
 import requests
 
 from .api import Api
 from .context import TransferContext
-from .errors import IntegrityError, Interrupted, TransferError
+from .errors import ApiError, IntegrityError, Interrupted, TransferError
+from .integrity import FollowingHasher, expected_checksum
 from .models import DownloadResult
 from .parts import PartRange, part_ranges
 from .retry import Retryable, parse_retry_after, retrying
@@ -66,11 +70,14 @@ class Downloader:
         self.ctx = ctx
         self._stop = threading.Event()
 
-    def download(self, url: str, dest: str | os.PathLike[str], concurrency: int | None = None) -> DownloadResult:
+    def download(self, url: str, dest: str | os.PathLike[str], concurrency: int | None = None,
+                 verify: bool = True) -> DownloadResult:
         """Download ``url`` (a file's ``content`` or ``self`` API URL) to ``dest``.
 
+        :param verify: hash the bytes and compare them with the file's checksum (the API's, else S3's ETag).
         :raises Interrupted: cancelled; run again to resume.
-        :raises IntegrityError: the size differs from what the API and S3 announced.
+        :raises IntegrityError: the size differs from what the API and S3 announced, or the bytes from the
+            checksum (then nothing is kept: run again to download afresh).
         :raises TransferError: a range failed after all retries, or the object changed on the server.
         """
         started = self.ctx.clock()
@@ -98,10 +105,16 @@ class Downloader:
         key = dest.name
         self.ctx.progress.start(key, size, sum(r.length for r in ranges if r.number in done))
         fd = os.open(part_path, os.O_RDWR | getattr(os, "O_BINARY", 0))
+        info = source.info or self._file_info(url)
+        wanted = expected_checksum(cast(dict[str, Any] | None, info), size, etag) if verify and size else None
+        hasher = FollowingHasher(fd, size, wanted) if wanted is not None else None
         own = concurrency is not None and concurrency != self.ctx.config.concurrency
         executor = ThreadPoolExecutor(concurrency, thread_name_prefix="oarepo-s3-get") if own else self.ctx.executor
         try:
-            futures = [executor.submit(self._fetch, source, fd, r, etag, key, journal) for r in todo]
+            for r in ranges:  # an interrupted run's ranges: hashed from the file first
+                if hasher is not None and r.number in done:
+                    hasher.written(r.offset, r.length)
+            futures = [executor.submit(self._fetch, source, fd, r, etag, key, journal, hasher) for r in todo]
             try:
                 for future in futures:
                     future.result()
@@ -122,10 +135,26 @@ class Downloader:
                 executor.shutdown(wait=True, cancel_futures=True)
         if on_disk != size:
             raise IntegrityError(f"{part_path}: {on_disk} bytes on disk, expected {size}")
+        got = hasher.checksum() if hasher is not None else None
+        if wanted is not None and got != wanted.checksum:
+            journal.remove()
+            part_path.unlink(missing_ok=True)
+            raise IntegrityError(f"{key}: the downloaded bytes hash to {got}, but {wanted.source} says "
+                                 f"{wanted.checksum}; nothing was kept: run again to download it afresh")
         os.replace(part_path, dest)
         journal.remove()
         return DownloadResult(url, str(dest), size, len(ranges), len(todo), resumed=bool(done),
-                              seconds=round(self.ctx.clock() - started, 3))
+                              seconds=round(self.ctx.clock() - started, 3), checksum=got, verified=got is not None)
+
+    def _file_info(self, url: str) -> dict[str, Any] | None:
+        """The file's API JSON behind a ``…/content`` link (its ``self`` link), for its checksum; else ``None``."""
+        if not url.rstrip("/").endswith("/content"):
+            return None
+        try:
+            info = self.ctx.api.get_json(url.rstrip("/").removesuffix("/content"))
+        except ApiError:
+            return None  # e.g. a content link whose file JSON this token may not read: S3's ETag remains
+        return info if isinstance(info, dict) else None
 
     def _probe(self, source: _Source) -> tuple[int, str]:
         """The object's size and ETag, from a one-byte ranged GET (a GET-signed URL allows no HEAD)."""
@@ -161,7 +190,7 @@ class Downloader:
         return self._stop.is_set() or self.ctx.cancelled.is_set()
 
     def _fetch(self, source: _Source, fd: int, r: PartRange, etag: str, key: str,
-               journal: Journal[DownloadHeader, DownloadEntry]) -> None:
+               journal: Journal[DownloadHeader, DownloadEntry], hasher: FollowingHasher | None) -> None:
         try:
             for attempt in retrying(self.ctx.config, self.ctx.sleep):
                 with attempt:
@@ -170,6 +199,8 @@ class Downloader:
                     self._fetch_once(source, fd, r, etag, key)
                     journal.append({"n": r.number})
                     self.ctx.progress.flush(key)
+                    if hasher is not None:  # a write error here is no network fault: not retried
+                        hasher.written(r.offset, r.length)
                     return
         except Retryable as e:
             raise TransferError(f"{key}: bytes {r.offset}-{r.offset + r.length - 1}: {e} "

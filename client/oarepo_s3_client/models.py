@@ -123,6 +123,9 @@ class DownloadResult:
     status: str = "completed"
     error: str | None = None
     exit_code: int = 0
+    checksum: str | None = None
+    """The downloaded bytes' checksum (``s3etag:`` or ``md5:``), equal to the file's; ``None`` when not verified."""
+    verified: bool = False
 
     def to_json(self) -> dict[str, object]:
         """A JSON-ready dict."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,7 +65,7 @@ class PartSender:
     def __init__(self, ctx: TransferContext):
         self.ctx = ctx
 
-    def run(self, upload: FileUpload, parts: list[PartRange]) -> None:
+    def run(self, upload: FileUpload, parts: list[PartRange], probe: Callable[[], str] | None = None) -> None:
         """Send (or, for parts in ``upload.held``, first check) ``parts``; the first failure stops the others.
 
         Parts S3 may already hold are checked one by one (:meth:`_part_task`).
@@ -75,29 +76,45 @@ class PartSender:
         (~10 ms of its CPU each). Each part is read twice (hash, then send);
         the second read comes from the page cache, by ``sendfile`` where the
         transport can.
+
+        ``probe`` (which digest does this S3 verify?) runs beside the first
+        window, whose ``concurrency`` parts go with ``upload.algorithm``
+        (MD5, which every S3 checks); its answer sets the algorithm of every
+        later window. No part waits for the probe's round trip.
         """
         futures: list[Future[None]] = [self.ctx.executor.submit(self._part_task, upload, p) for p in parts
                                        if p.number in upload.held]
         pending = set(futures)
         fresh = [p for p in parts if p.number not in upload.held]
         window = max(1, self.ctx.config.sign_batch)
+        first = min(window, self.ctx.config.concurrency) if probe is not None else window
+        chunks = [fresh[:first]] + [fresh[i : i + window] for i in range(first, len(fresh), window)]
+        deciding = self.ctx.executor.submit(probe) if probe is not None else None
         hashers = ThreadPoolExecutor(min(2, self.ctx.config.concurrency), thread_name_prefix="oarepo-s3-hash")
         try:
-            for start in range(0, len(fresh), window):
+            for i, chunk in enumerate(c for c in chunks if c):
+                if i and deciding is not None:
+                    upload.algorithm = deciding.result()
+                    deciding = None
                 pending = self._wait(pending, most_pending=2 * window)  # hash at most two windows ahead
-                chunk = fresh[start : start + window]
-                digests = list(hashers.map(lambda p: self._hash_part(upload, p), chunk))
-                signed = self._sign(upload, dict(zip((p.number for p in chunk), digests, strict=True)))
-                sent = [self.ctx.executor.submit(self.send, upload, p, d, signed[p.number])
+                algorithm = upload.algorithm
+                digests = list(hashers.map(self._hash_part, [upload] * len(chunk), chunk, [algorithm] * len(chunk)))
+                signed = self._sign(upload, dict(zip((p.number for p in chunk), digests, strict=True)), algorithm)
+                sent = [self.ctx.executor.submit(self.send, upload, p, d, signed[p.number], algorithm)
                         for p, d in zip(chunk, digests, strict=True)]
                 futures += sent
                 pending.update(sent)
+            if deciding is not None:  # one window only: the probe's answer is for the next file
+                deciding.result()
             self._wait(pending, most_pending=0)
         except BaseException:
             upload.stop.set()
             for future in futures:
                 future.cancel()
             wait(futures)
+            if deciding is not None:
+                deciding.cancel()
+                wait([deciding])
             raise
         finally:
             hashers.shutdown(wait=True, cancel_futures=True)
@@ -120,19 +137,19 @@ class PartSender:
                 return pending
             finished, pending = wait(pending, return_when=FIRST_COMPLETED if most_pending else FIRST_EXCEPTION)
 
-    def _hash_part(self, upload: FileUpload, part: PartRange) -> bytes:
-        """Read and hash one part (``upload.algorithm``), in a hashing thread."""
+    def _hash_part(self, upload: FileUpload, part: PartRange, algorithm: str) -> bytes:
+        """Read and hash one part, in a hashing thread."""
         if self._stopped(upload):
             raise Interrupted("stopped")
-        return upload.reader.digest(part.offset, part.length, upload.algorithm)
+        return upload.reader.digest(part.offset, part.length, algorithm)
 
-    def _sign(self, upload: FileUpload, digests: dict[int, bytes]) -> dict[int, SignedPart]:
+    def _sign(self, upload: FileUpload, digests: dict[int, bytes], algorithm: str) -> dict[int, SignedPart]:
         """One API request for part URLs (a window, or one part to re-sign), each with its digest signed in."""
         if self._stopped(upload):
             raise Interrupted("stopped")
-        encode = bytes.hex if upload.algorithm == "sha256" else md5_base64  # x-amz-content-sha256 / Content-MD5
+        encode = bytes.hex if algorithm == "sha256" else md5_base64  # x-amz-content-sha256 / Content-MD5
         return self.ctx.api.sign(upload.links["sign"], {n: encode(d) for n, d in digests.items()},
-                                 now=self.ctx.clock(), algorithm=upload.algorithm)
+                                 now=self.ctx.clock(), algorithm=algorithm)
 
     def _stopped(self, upload: FileUpload) -> bool:
         return upload.stop.is_set() or self.ctx.cancelled.is_set()
@@ -141,36 +158,39 @@ class PartSender:
         """A part S3 holds from an earlier run: keep it if it is exactly these bytes, else send it."""
         if self._stopped(upload):
             raise Interrupted("stopped")
-        algorithms = ("md5",) if upload.algorithm == "md5" else ("md5", upload.algorithm)
+        algorithm = upload.algorithm
+        algorithms = ("md5",) if algorithm == "md5" else ("md5", algorithm)
         md5, *other = upload.reader.digests(part.offset, part.length, algorithms)
         if upload.held[part.number] == md5.hex():
             self._record(upload, part.number, md5.hex(), md5, reused=True)
             self.ctx.progress.add(upload.key, part.length)
             self.ctx.progress.flush(upload.key)
             return
-        self.send(upload, part, other[0] if other else md5)
+        self.send(upload, part, other[0] if other else md5, algorithm=algorithm)
 
-    def send(self, upload: FileUpload, part: PartRange, digest: bytes, signed: SignedPart | None = None) -> None:
-        """PUT one part with its digest (``upload.algorithm``) signed into the URL.
+    def send(self, upload: FileUpload, part: PartRange, digest: bytes, signed: SignedPart | None = None,
+             algorithm: str | None = None) -> None:
+        """PUT one part with its digest (``algorithm``, else ``upload.algorithm``) signed into the URL.
 
         Retried with backoff: connection errors, 5xx, 408/429, BadDigest or
         XAmzContentSHA256Mismatch and an ETag that is not our MD5 (damaged
         bytes), 403 (re-signed first: the URL may have expired). NoSuchUpload
         raises :class:`UploadGone`; other 4xx raise :class:`TransferError` at once.
         """
+        algorithm = algorithm or upload.algorithm
         try:
             for attempt in retrying(self.ctx.config, self.ctx.sleep):
                 with attempt:
                     if self._stopped(upload):
                         raise Interrupted("stopped")
                     if signed is None or self._expired(signed):
-                        signed = self._sign(upload, {part.number: digest})[part.number]
-                    self._put(upload, part, digest, signed)
+                        signed = self._sign(upload, {part.number: digest}, algorithm)[part.number]
+                    self._put(upload, part, digest, signed, algorithm)
                     return
         except Retryable as e:
             raise TransferError(f"{upload.key!r}: {e} (after {self.ctx.config.max_attempts} tries)") from e
 
-    def _put(self, upload: FileUpload, part: PartRange, digest: bytes, signed: SignedPart) -> None:
+    def _put(self, upload: FileUpload, part: PartRange, digest: bytes, signed: SignedPart, algorithm: str) -> None:
         sent = 0
 
         def report(n: int) -> None:
@@ -189,7 +209,7 @@ class PartSender:
                 raise self._changed(upload, part) from e
             raise
         etag = normalize_etag(response.headers.get("ETag"))
-        md5 = digest if upload.algorithm == "md5" else None
+        md5 = digest if algorithm == "md5" else None
         stored_other = md5 is not None and etag_is_md5(etag) and etag != md5.hex()  # an S3 that checks no MD5
         if response.status_code == 200 and not stored_other:
             self._record(upload, part.number, etag, md5, reused=False)
@@ -197,12 +217,12 @@ class PartSender:
             return
         self.ctx.progress.add(upload.key, -sent)
         if response.status_code == 200:
-            self._raise_if_changed(upload, part, digest)
+            self._raise_if_changed(upload, part, digest, algorithm)
             # (stored_other: md5 is not None, so it is the digest sent)
             raise Retryable(f"part {part.number}: S3 stored other bytes (ETag {etag}, sent {digest.hex()})")
         status, code = response.status_code, s3_error_code(response)
         if code in DIGEST_CODES:
-            self._raise_if_changed(upload, part, digest)
+            self._raise_if_changed(upload, part, digest, algorithm)
         if status == 403:
             signed.expires_in = -1.0  # sign again before the next try (expired, or refused)
             raise Retryable(f"part {part.number}: 403 {code} from S3", resign=True)
@@ -213,10 +233,10 @@ class PartSender:
                             retry_after=parse_retry_after(response.headers.get("Retry-After")))
         raise TransferError(f"{upload.key!r}: part {part.number}: S3 answered {status} {code}")
 
-    def _raise_if_changed(self, upload: FileUpload, part: PartRange, digest: bytes) -> None:
+    def _raise_if_changed(self, upload: FileUpload, part: PartRange, digest: bytes, algorithm: str) -> None:
         """S3 refused our digest: damaged on the way (retry), or the file changed since it was hashed?"""
         try:
-            changed = upload.reader.digest(part.offset, part.length, upload.algorithm) != digest
+            changed = upload.reader.digest(part.offset, part.length, algorithm) != digest
         except FileChanged:
             changed = True
         if changed:

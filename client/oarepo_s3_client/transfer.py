@@ -227,11 +227,15 @@ class Uploader:
                 raise
         return [results[i] for i in range(len(entries))]
 
-    def download(self, url: str, dest: str | os.PathLike[str], concurrency: int | None = None) -> DownloadResult:
-        """Download a file (its ``content`` or ``self`` URL) to ``dest`` with parallel ranged GETs; resumable."""
+    def download(self, url: str, dest: str | os.PathLike[str], concurrency: int | None = None,
+                 verify: bool = True) -> DownloadResult:
+        """Download a file (its ``content`` or ``self`` URL) to ``dest`` with parallel ranged GETs; resumable.
+
+        ``verify``: the bytes must hash to the file's checksum (the API's, else S3's ETag).
+        """
         from .download import Downloader
 
-        return Downloader(self.context).download(url, dest, concurrency)
+        return Downloader(self.context).download(url, dest, concurrency, verify=verify)
 
     def _upload_one(self, path: Path, key: str, on_result: Callable[[UploadResult], None] | None) -> UploadResult:
         try:
@@ -374,17 +378,29 @@ class Uploader:
         done_bytes = sum(r.length for r in upload.ranges if r.number in upload.done)
         self.progress.start(upload.key, upload.size, done_bytes)
         todo = [r for r in upload.ranges if r.number not in upload.done]
-        # Probe with a part that will be sent in any case (not one S3 may already hold), the shortest.
+        # Probe with a part that will be sent in any case (not one S3 may already hold): the shortest, the last
+        # of those (sent last, long after the probe has its answer).
         candidates = [r for r in todo if r.number not in upload.held]
-        if candidates:
-            upload.algorithm = self._algorithm(upload, min(candidates, key=lambda r: r.length))
-        self.sender.run(upload, todo)
+        known = self._algorithm_known()
+        if known is not None or not candidates:
+            upload.algorithm = known or "md5"
+            self.sender.run(upload, todo)
+            return
+        probe_part = min(candidates, key=lambda r: (r.length, -r.number))
+        upload.algorithm = "md5"  # until the probe answers: see PartSender.run
+        self.sender.run(upload, todo, probe=lambda: self._probe(upload, probe_part))
 
-    def _algorithm(self, upload: FileUpload, probe_part: PartRange) -> str:
-        """``sha256`` if chosen (see ``TransferConfig.checksum``) and this S3 proved, once per Uploader, that it
-        verifies it; else ``md5``."""
+    def _algorithm_known(self) -> str | None:
+        """``md5`` or ``sha256`` when known without a probe (see ``TransferConfig.checksum``), else ``None``."""
         if self.config.checksum == "md5" or (self.config.checksum == "auto" and not sha256_is_cheaper()):
             return "md5"
+        with self._probe_lock:
+            if self._sha256_verified is None:
+                return None
+            return "sha256" if self._sha256_verified else "md5"
+
+    def _probe(self, upload: FileUpload, probe_part: PartRange) -> str:
+        """``sha256`` if this S3 proves, once per Uploader, that it verifies it; else ``md5``."""
         with self._probe_lock:
             if self._sha256_verified is None:
                 self._sha256_verified = self.sender.server_verifies_sha256(upload, probe_part)

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from oarepo_s3_client import Interrupted, TransferConfig
+from oarepo_s3_client import IntegrityError, Interrupted, TransferConfig
 
 from .conftest import MiB, run_cli
 from .test_upload import CountingSession, StopAfter
@@ -35,6 +35,7 @@ def test_parallel_ranged_download_is_identical(uploaded, make_uploader, proxy, t
     got = make_uploader(config=downloader_config()).download(result.content_url, dest)
     assert dest.read_bytes() == path.read_bytes()
     assert (got.size, got.ranges, got.ranges_fetched, got.resumed) == (path.stat().st_size, 7, 7, False)
+    assert got.verified and got.checksum == result.checksum  # hashed as it arrived, as the API says
     ranges = sorted(e.range for e in range_gets(proxy))
     assert ranges == sorted(f"bytes={i * 4 * MiB}-{min((i + 1) * 4 * MiB, path.stat().st_size) - 1}" for i in range(7))
     assert not (tmp_path / "out" / "copy.bin.part").exists() and not (tmp_path / "out" / "copy.bin.part.state").exists()
@@ -82,6 +83,30 @@ def test_interrupted_download_resumes_with_the_missing_ranges(uploaded, make_upl
         f"bytes={i * 4 * MiB}-{min((i + 1) * 4 * MiB, path.stat().st_size) - 1}" for i in range(2, 7)
     )
     assert dest.read_bytes() == path.read_bytes()
+    assert got.verified and got.checksum == result.checksum  # the ranges of the first run hashed from the file
+
+
+def test_bytes_other_than_the_checksum_are_refused_and_not_kept(uploaded, make_uploader, s3_client, s3_bucket,
+                                                                 tmp_path, owner):
+    """The S3 object was replaced behind the repository's back (same size): the download says so, keeps nothing."""
+    path, result = uploaded
+    (obj,) = s3_client.list_objects_v2(Bucket=s3_bucket)["Contents"]
+    other = bytearray(path.read_bytes())
+    other[123] ^= 0xFF
+    s3_client.put_object(Bucket=s3_bucket, Key=obj["Key"], Body=bytes(other))
+    dest = tmp_path / "copy.bin"
+
+    with pytest.raises(IntegrityError, match="hash to s3etag:.* the API says " + result.checksum):
+        make_uploader(config=downloader_config()).download(result.content_url, dest)
+    assert not dest.exists() and not (tmp_path / "copy.bin.part").exists()
+    assert not (tmp_path / "copy.bin.part.state").exists()
+
+    refused = run_cli("download", result.content_url, "-o", str(dest), "--json", token=owner.token)
+    assert refused.returncode == 4, refused.stdout + refused.stderr  # the integrity exit code
+    assert "the API says" in json.loads(refused.stdout)["error"]
+    unchecked = run_cli("download", result.content_url, "-o", str(dest), "--no-verify", "--json", token=owner.token)
+    assert unchecked.returncode == 0, unchecked.stderr
+    assert json.loads(unchecked.stdout)["verified"] is False and dest.read_bytes() == bytes(other)
 
 
 def test_cli_download(uploaded, tmp_path, owner):
@@ -92,6 +117,7 @@ def test_cli_download(uploaded, tmp_path, owner):
     assert done.returncode == 0, done.stderr
     line = json.loads(done.stdout)
     assert line["size"] == path.stat().st_size and line["ranges"] == 6 and line["path"] == str(dest)
+    assert (line["checksum"], line["verified"]) == (result.checksum, True)
     assert dest.read_bytes() == path.read_bytes()
     denied = run_cli("download", result.content_url, "-o", str(tmp_path / "no.bin"), token="wrong")
     assert denied.returncode == 3

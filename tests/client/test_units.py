@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import subprocess
 import sys
 import tomllib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import requests
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from oarepo_s3_client import ApiError, Interrupted, TransferConfig, UsageError, expand_paths
 from oarepo_s3_client.api import Api
 from oarepo_s3_client.cli import parse_size
 from oarepo_s3_client.errors import FileChanged, combine_exit_codes
+from oarepo_s3_client.integrity import Expected, FollowingHasher, expected_checksum
 from oarepo_s3_client.localfile import FileReader
 from oarepo_s3_client.parts import PartRange, file_part_md5s, normalize_etag, part_ranges, s3etag
 from oarepo_s3_client.progress import AggregatedProgress
@@ -188,3 +193,65 @@ def test_client_distribution_depends_on_small_libraries_only():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/",
                           env={"PYTHONPATH": str(ROOT / "client"), "PATH": "/usr/bin:/bin"})
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+@settings(max_examples=60, deadline=None)
+@given(size=st.integers(1, 300), segment=st.integers(1, 120), chunk=st.integers(1, 90), threads=st.integers(1, 4),
+       order=st.randoms(use_true_random=False), whole=st.booleans())
+def test_following_hasher_hashes_ranges_written_in_any_order(tmp_path_factory, size, segment, chunk, threads,
+                                                             order, whole):
+    """Whatever the order and the threads, the result is hashlib's over the file, cut in the expected segments."""
+    data = bytes(order.getrandbits(8) for _ in range(size))
+    path = tmp_path_factory.mktemp("hasher") / "f"
+    path.write_bytes(bytes(size))
+    if whole:
+        expected = Expected("md5:" + hashlib.md5(data).hexdigest(), size, "test")
+    else:
+        digests = [hashlib.md5(data[i : i + segment]).digest() for i in range(0, size, segment)]
+        expected = Expected(s3etag(digests), segment, "test")
+    ranges = part_ranges(size, chunk)
+    order.shuffle(ranges)
+    fd = os.open(path, os.O_RDWR)
+    try:
+        hasher = FollowingHasher(fd, size, expected)
+
+        def write(r: PartRange) -> None:
+            os.pwrite(fd, data[r.offset : r.offset + r.length], r.offset)
+            hasher.written(r.offset, r.length)
+
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(write, ranges))
+        assert hasher.checksum() == expected.checksum
+    finally:
+        os.close(fd)
+
+
+def test_hasher_knows_nothing_until_every_byte_is_written(tmp_path):
+    path = tmp_path / "f"
+    path.write_bytes(b"abcdef")
+    fd = os.open(path, os.O_RDWR)
+    try:
+        hasher = FollowingHasher(fd, 6, Expected("md5:" + hashlib.md5(b"abcdef").hexdigest(), 6, "test"))
+        hasher.written(3, 3)
+        assert hasher.checksum() is None  # bytes 0-2 are not written yet
+        hasher.written(0, 3)
+        assert hasher.checksum() == "md5:" + hashlib.md5(b"abcdef").hexdigest()
+    finally:
+        os.close(fd)
+
+
+def test_expected_checksum_from_the_api_or_s3s_etag():
+    md5 = "0123456789abcdef0123456789abcdef"
+    ours = expected_checksum({"checksum": f"s3etag:{md5}-3", "part_size": 5 * MiB}, 12 * MiB, "")
+    assert (ours.checksum, ours.segment_size, ours.source) == (f"s3etag:{md5}-3", 5 * MiB, "the API")
+    rdm = expected_checksum({"checksum": f"multipart:{md5}-7-{16 * MiB}"}, 100 * MiB, "")
+    assert (rdm.checksum, rdm.segment_size) == (f"s3etag:{md5}-7", 16 * MiB)
+    whole = expected_checksum({"checksum": f"md5:{md5}"}, 10, '"ffff"')
+    assert (whole.checksum, whole.segment_size) == (f"md5:{md5}", 10)
+    # No checksum from the API: S3's ETag, a plain MD5 or one of parts (part size guessed as S3 tools cut).
+    assert expected_checksum(None, 10, f'"{md5.upper()}"').checksum == f"md5:{md5}"
+    guessed = expected_checksum({"checksum": None}, 100 * MiB, f'"{md5}-7"')
+    assert (guessed.checksum, guessed.segment_size, guessed.source) == (f"s3etag:{md5}-7", 16 * MiB, "S3's ETag")
+    # Nothing usable: not verified rather than a false alarm.
+    assert expected_checksum({"checksum": "sha256:abc"}, 10, "not-an-md5") is None
+    assert expected_checksum(None, 10, f"{md5}-0") is None

@@ -86,6 +86,7 @@ def test_upload_then_download_byte_for_byte(make_uploader, tmp_path, rdm, record
     out = tmp_path / "back.bin"
     downloaded = uploader.download(result.content_url, out)
     assert downloaded.size == path.stat().st_size
+    assert downloaded.verified and downloaded.checksum == result.checksum  # records-resources' md5: of the file
     assert out.read_bytes() == path.read_bytes()
 
     again = uploader.upload(path)  # the same file again: recognised by its checksum, nothing sent
