@@ -5,7 +5,10 @@ The server's checksum says what the bytes must be: ``s3etag:<md5>-<N>``
 ``multipart:<md5>-<N>-<part size>`` (until its task replaces it with the
 whole file's MD5) or ``md5:<hex>``; without one, S3's own ETag (an MD5, or
 an MD5 of part MD5s). An S3 ETag of parts is checked part by part, a plain
-MD5 over the whole file: each is a *segment* hashed in order.
+MD5 over the whole file: each is a *segment* hashed in order. Where the part
+size is a guess (an S3 ETag alone), a mismatch is no proof: the other part
+sizes that fit are tried, and if none gives the ETag the file is reported
+unverified rather than refused.
 
 Ranges arrive in any order and from several threads. :class:`FollowingHasher`
 hashes each segment forward from its cursor through whatever is already
@@ -24,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .parts import S3ETAG_PREFIX, MiB, s3etag
+from .parts import S3ETAG_PREFIX, MiB, file_part_md5s, s3etag
 from .verify import chunk_size_candidates
 
 READ_BLOCK = 4 * MiB
@@ -41,6 +44,14 @@ class Expected:
     """Bytes per hashed segment: the upload's part size, or the whole file for ``md5:``."""
     source: str
     """Where the checksum came from (for messages): ``the API`` or ``S3's ETag``."""
+    guessed: bool = False
+    """``segment_size`` is a guess (nothing named the part size): a mismatch proves nothing."""
+    other_segment_sizes: tuple[int, ...] = ()
+    """The other part sizes that fit, tried before a guess is given up."""
+
+    def matches_otherwise(self, path: str | os.PathLike[str]) -> bool:
+        """Does the file give the checksum when cut in one of the other fitting part sizes? (Hashes it again.)"""
+        return any(s3etag(file_part_md5s(path, size)) == self.checksum for size in self.other_segment_sizes)
 
 
 def expected_checksum(info: dict[str, Any] | None, size: int, s3_etag: str) -> Expected | None:
@@ -73,7 +84,11 @@ def _from_checksum(checksum: str, size: int, part_size: int | None, source: str)
     if not _MD5.fullmatch(digest) or not count.isdigit() or int(count) < 1 or size < 1:
         return None
     candidates = chunk_size_candidates(size, int(count), part_size)
-    return Expected(checksum, candidates[0], source) if candidates else None
+    if not candidates:
+        return None
+    if candidates[0] == part_size or int(count) == 1:
+        return Expected(checksum, candidates[0], source)
+    return Expected(checksum, candidates[0], source, guessed=True, other_segment_sizes=tuple(candidates[1:]))
 
 
 class FollowingHasher:

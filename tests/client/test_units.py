@@ -252,6 +252,8 @@ def test_expected_checksum_from_the_api_or_s3s_etag():
     assert expected_checksum(None, 10, f'"{md5.upper()}"').checksum == f"md5:{md5}"
     guessed = expected_checksum({"checksum": None}, 100 * MiB, f'"{md5}-7"')
     assert (guessed.checksum, guessed.segment_size, guessed.source) == (f"s3etag:{md5}-7", 16 * MiB, "S3's ETag")
+    assert guessed.guessed and guessed.other_segment_sizes == (15 * MiB,)  # also fits: tried before giving up
+    assert not ours.guessed and not rdm.guessed  # the API named the part size
     # Nothing usable: not verified rather than a false alarm.
     assert expected_checksum({"checksum": "sha256:abc"}, 10, "not-an-md5") is None
     assert expected_checksum(None, 10, f"{md5}-0") is None
