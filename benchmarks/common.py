@@ -174,6 +174,15 @@ class S3Server:
     def client(self, max_pool: int = 32):
         return s3_client(self.endpoint, self.access_key, self.secret_key, max_pool)
 
+    def new_user(self, name: str) -> tuple[str, str]:
+        """Keys of a new S3 user of this server (Ceph: ``radosgw-admin user create``; moto checks no keys)."""
+        access, secret = f"{name[:12]}-{uuid.uuid4().hex[:8]}".upper(), uuid.uuid4().hex + uuid.uuid4().hex
+        if self.ceph_dir is not None:
+            subprocess.run(["radosgw-admin", "-c", str(self.ceph_dir / "ceph.conf"), "user", "create", f"--uid={name}",
+                            f"--display-name={name}", f"--access-key={access}", f"--secret-key={secret}"],
+                           capture_output=True, check=True, timeout=120)
+        return access, secret
+
     def stop(self) -> None:
         if self.stop_fn is not None:
             self.stop_fn()
