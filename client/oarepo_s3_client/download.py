@@ -199,7 +199,7 @@ class Downloader:
                 with attempt:
                     if self._stopped():
                         raise Interrupted("stopped")
-                    self._fetch_once(source, fd, r, etag, key)
+                    self._fetch_once(source, fd, r, etag, key, hasher)
                     journal.append({"n": r.number})
                     self.ctx.progress.flush(key)
                     if hasher is not None:  # a write error here is no network fault: not retried
@@ -209,10 +209,13 @@ class Downloader:
             raise TransferError(f"{key}: bytes {r.offset}-{r.offset + r.length - 1}: {e} "
                                 f"(after {self.ctx.config.max_attempts} tries)") from e
 
-    def _fetch_once(self, source: _Source, fd: int, r: PartRange, etag: str, key: str) -> None:
+    def _fetch_once(self, source: _Source, fd: int, r: PartRange, etag: str, key: str,
+                    hasher: FollowingHasher | None) -> None:
         seen = source.generation
         headers = {"Range": f"bytes={r.offset}-{r.offset + r.length - 1}"}
         written = 0
+        inline = hasher.stream(r.offset, r.length) if hasher is not None else None
+        complete = False
         try:
             response = self.ctx.s3.get(source.location, headers=headers, stream=True,
                                        timeout=(self.ctx.config.connect_timeout, self.ctx.config.read_timeout))
@@ -232,13 +235,19 @@ class Downloader:
                         n = _pwrite(fd, view, r.offset + written)
                         view = view[n:]
                         written += n
+                    if inline is not None:
+                        inline.update(piece)
                     self.ctx.progress.add(key, len(piece))
+                complete = written == r.length
         except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as e:
             self.ctx.progress.add(key, -written)
             raise Retryable(f"{type(e).__name__}: {e}") from e
         except BaseException:
             self.ctx.progress.add(key, -written)
             raise
+        finally:
+            if inline is not None:
+                inline.close(complete)
         if written != r.length:
             self.ctx.progress.add(key, -written)
             raise Retryable(f"short read: {written} of {r.length} bytes")

@@ -10,11 +10,14 @@ size is a guess (an S3 ETag alone), a mismatch is no proof: the other part
 sizes that fit are tried, and if none gives the ETag the file is reported
 unverified rather than refused.
 
-Ranges arrive in any order and from several threads. :class:`FollowingHasher`
-hashes each segment forward from its cursor through whatever is already
-written, reading it back from the file (still in the page cache), in the
-thread that wrote the last range; segments are hashed in parallel, and the
-hashing overlaps the transfer instead of following it.
+Ranges arrive in any order and from several threads. A range that starts
+at its segment's cursor is hashed from the bytes as they arrive
+(:meth:`FollowingHasher.stream`: the usual case, download ranges as long
+as the upload's parts); otherwise :class:`FollowingHasher` hashes each
+segment forward from its cursor through whatever is already written,
+reading it back from the file (still in the page cache), in the thread that
+wrote the last range. Segments are hashed in parallel, and the hashing
+overlaps the transfer instead of following it.
 """
 
 from __future__ import annotations
@@ -109,6 +112,24 @@ class FollowingHasher:
             if segment.start < offset + length and offset < segment.end:
                 segment.advance(self.fd, self._intervals)
 
+    def stream(self, offset: int, length: int) -> InlineHash | None:
+        """Hash the range ``[offset, offset + length)`` from the bytes as they arrive, not read back.
+
+        Possible when the range starts at its segment's cursor and ends within
+        it (the usual case: download ranges as long as the upload's parts);
+        else ``None``, and :meth:`written` reads the range back later. The
+        segment is held until :meth:`InlineHash.close`.
+        """
+        segment = next((s for s in self._segments if s.start <= offset < s.end), None)
+        if segment is None or offset + length > segment.end or segment.cursor != offset:
+            return None
+        if not segment.lock.acquire(blocking=False):
+            return None
+        if segment.cursor != offset:  # moved before we held it
+            segment.lock.release()
+            return None
+        return InlineHash(segment, offset, length)
+
     def checksum(self) -> str | None:
         """The file's checksum in the expected form; ``None`` while some byte is not hashed yet."""
         if not all(s.cursor == s.end for s in self._segments):
@@ -122,6 +143,30 @@ class FollowingHasher:
             return list(self._written)
 
 
+class InlineHash:
+    """One range hashed as it arrives (see :meth:`FollowingHasher.stream`); its segment is held till ``close``."""
+
+    def __init__(self, segment: _Segment, offset: int, length: int):
+        self._segment, self._offset, self._length = segment, offset, length
+        self._saved = segment.md5.copy()  # to undo a range that fails half way (it is fetched again)
+
+    def update(self, piece: bytes | memoryview) -> None:
+        self._segment.md5.update(piece)
+        self._segment.cursor += len(piece)
+
+    def close(self, complete: bool) -> None:
+        """Let the segment go; unless the range is ``complete`` (every byte written and hashed), undo it.
+
+        An incomplete range will be fetched again. The caller then reports a complete range
+        :meth:`FollowingHasher.written`, which hashes on through any range of the segment that
+        arrived meanwhile.
+        """
+        segment = self._segment
+        if not complete or segment.cursor != self._offset + self._length:
+            segment.md5, segment.cursor = self._saved, self._offset
+        segment.lock.release()
+
+
 class _Segment:
     """``[start, end)`` of the file, hashed up to ``cursor``; one thread at a time moves it forward."""
 
@@ -129,7 +174,7 @@ class _Segment:
         self.start = self.cursor = start
         self.end = end
         self.md5 = hashlib.md5(usedforsecurity=False)
-        self._lock = threading.Lock()
+        self.lock = threading.Lock()
         self._more = False
 
     def advance(self, fd: int, intervals: Callable[[], list[tuple[int, int]]]) -> None:
@@ -141,13 +186,13 @@ class _Segment:
         """
         self._more = True
         while self._more:
-            if not self._lock.acquire(blocking=False):
+            if not self.lock.acquire(blocking=False):
                 return
             try:
                 self._more = False
                 self._hash_written(fd, intervals())
             finally:
-                self._lock.release()
+                self.lock.release()
 
     def _hash_written(self, fd: int, intervals: list[tuple[int, int]]) -> None:
         reach = next((end for start, end in intervals if start <= self.cursor < end), None)

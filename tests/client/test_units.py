@@ -200,7 +200,8 @@ def test_client_distribution_depends_on_small_libraries_only():
        order=st.randoms(use_true_random=False), whole=st.booleans())
 def test_following_hasher_hashes_ranges_written_in_any_order(tmp_path_factory, size, segment, chunk, threads,
                                                              order, whole):
-    """Whatever the order and the threads, the result is hashlib's over the file, cut in the expected segments."""
+    """Whatever the order and the threads, hashed as they arrive or read back, cut short and fetched again:
+    the result is hashlib's over the file, cut in the expected segments."""
     data = bytes(order.getrandbits(8) for _ in range(size))
     path = tmp_path_factory.mktemp("hasher") / "f"
     path.write_bytes(bytes(size))
@@ -216,7 +217,16 @@ def test_following_hasher_hashes_ranges_written_in_any_order(tmp_path_factory, s
         hasher = FollowingHasher(fd, size, expected)
 
         def write(r: PartRange) -> None:
-            os.pwrite(fd, data[r.offset : r.offset + r.length], r.offset)
+            body = data[r.offset : r.offset + r.length]
+            inline = hasher.stream(r.offset, r.length) if r.number % 2 else None
+            if inline is not None and r.number % 3 == 0:  # a first try, damaged and cut: undone, fetched again
+                inline.update(bytes(b ^ 0xFF for b in body[: max(1, r.length // 2)]))
+                inline.close(complete=False)
+                inline = hasher.stream(r.offset, r.length)
+            os.pwrite(fd, body, r.offset)
+            if inline is not None:
+                inline.update(body)
+                inline.close(complete=True)
             hasher.written(r.offset, r.length)
 
         with ThreadPoolExecutor(threads) as pool:
