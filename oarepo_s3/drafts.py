@@ -16,9 +16,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import sqlalchemy as sa
 from flask import current_app
+from invenio_db import db
 from invenio_pidstore.errors import PIDDoesNotExistError, PIDUnregistered
 from invenio_pidstore.minters import recid_minter_v2
+from invenio_pidstore.models import PersistentIdentifier, PIDStatus
 from invenio_pidstore.resolver import Resolver
 from invenio_records_files.api import Record
 
@@ -68,14 +71,36 @@ def resolve(pid_value: str, *, status: str | None = None) -> DraftRecord:
 
     :raises RecordNotFound: unknown PID, or not in the asked status.
     """
+    record = _registered(str(pid_value))
+    if record is None:  # unknown, unregistered, deleted, redirected...: pidstore's resolver says which
+        record = _resolved(pid_value)
+    if status is not None and record.status != status:
+        raise RecordNotFound(f"No {status} record {pid_value!r}.")
+    return record
+
+
+def _registered(pid_value: str) -> DraftRecord | None:
+    """The record of a registered ``recid``, in one query (what the resolver finds in two); else None."""
+    model = DraftRecord.model_cls
+    pid = PersistentIdentifier
+    with db.session.no_autoflush:
+        found = db.session.execute(
+            sa.select(model)
+            .join(pid, pid.object_uuid == model.id)
+            .where(pid.pid_type == "recid", pid.pid_value == pid_value, pid.status == PIDStatus.REGISTERED,
+                   pid.object_type == "rec", model.is_deleted != True)  # noqa: E712 (SQL, as records' get_record)
+        ).scalars().one_or_none()
+    return None if found is None else DraftRecord(found.data, model=found)
+
+
+def _resolved(pid_value: str) -> DraftRecord:
+    """pidstore's resolver, for everything but a registered ``recid`` (its errors, as they always were)."""
     try:
         _, record = Resolver(pid_type="recid", object_type="rec", getter=DraftRecord.get_record).resolve(
             str(pid_value)
         )
     except (PIDDoesNotExistError, PIDUnregistered):
         raise RecordNotFound() from None
-    if status is not None and record.status != status:
-        raise RecordNotFound(f"No {status} record {pid_value!r}.")
     assert isinstance(record, DraftRecord)
     return record
 

@@ -11,9 +11,11 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import boto3
+import botocore.session
 from botocore.config import Config
 from botocore.exceptions import (
     ClientError,
@@ -23,6 +25,7 @@ from botocore.exceptions import (
     PartialCredentialsError,
 )
 from botocore.handlers import validate_bucket_name
+from botocore.utils import parse_timestamp as botocore_parse_timestamp
 
 from .errors import S3Error, S3Unavailable
 from .results import UploadedPart
@@ -67,9 +70,34 @@ def normalize_etag(etag: str | None) -> str:
     return (etag or "").strip().strip('"').lower()
 
 
+def parse_timestamp(value: Any) -> datetime:
+    """botocore's timestamp parser, with S3's two shapes parsed by the standard library first.
+
+    botocore parses every timestamp of an answer (each part's
+    ``LastModified`` in ListParts, HeadObject's ``Last-Modified``) with
+    dateutil: ~50 µs each, a fifth of the CPU of a ListParts call. The same
+    instants, timezone-aware in UTC, come from ``datetime.fromisoformat``
+    (``2026-12-06T16:28:14.000Z``) and ``email.utils`` (``Sun, 06 Dec 2026
+    16:28:14 GMT``) in a few µs; anything else goes to botocore's parser.
+    """
+    if isinstance(value, str):
+        try:
+            if value.endswith("Z") and "T" in value:
+                return datetime.fromisoformat(value)
+            if value.endswith(" GMT"):
+                return parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            pass
+    parsed: datetime = botocore_parse_timestamp(value)
+    return parsed
+
+
 def _boto3_session(config: Mapping[str, Any]) -> boto3.session.Session:
-    """A boto3 session with the configured keys (None: boto3's credential chain) and region."""
+    """A boto3 session with the configured keys (None: boto3's credential chain), region and timestamp parser."""
+    botocore_session = botocore.session.get_session()
+    botocore_session.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=parse_timestamp)
     return boto3.session.Session(
+        botocore_session=botocore_session,
         aws_access_key_id=config.get("S3_ACCESS_KEY_ID") or None,
         aws_secret_access_key=config.get("S3_SECRET_ACCESS_KEY") or None,
         region_name=config.get("S3_REGION_NAME") or "us-east-1",

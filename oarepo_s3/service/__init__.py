@@ -10,7 +10,7 @@ service commits; nothing in it imports a door.
 """
 
 from .books import SizeFix, counted_sizes, fix_bucket_sizes
-from .complete import ReportedPart, complete_upload, multipart_etag
+from .complete import ReportedPart, complete_file_upload, complete_upload, multipart_etag
 from .files import abort_file_upload, delete_file, freeze_bucket, get_file, list_files, send_file, upload_of
 from .signing import (
     SessionRef,
@@ -33,6 +33,7 @@ __all__ = (
     "abort_file_upload",
     "abort_upload",
     "atomic",
+    "complete_file_upload",
     "complete_upload",
     "counted_sizes",
     "create_empty_file",

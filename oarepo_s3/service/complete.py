@@ -16,19 +16,21 @@ from __future__ import annotations
 
 import hashlib
 import re
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ..api import MultipartUploadStatus
-from ..errors import InvalidUploadRequest, PartsMismatch, S3Error, S3Inconsistent, UploadNotFound
+from ..errors import FileNotFound, InvalidUploadRequest, PartsMismatch, S3Error, S3Inconsistent, UploadNotFound
 from ..models import MultipartUploadSession, utcnow
 from ..proxies import current_oarepo_s3
-from ..results import UploadedPart, UploadSession
+from ..results import FileEntry, UploadedPart, UploadSession
 from ..s3 import normalize_etag
 from ..sizes import expected_part_size
-from .locks import lock_upload
+from .files import entry_with_session, head_version
+from .locks import lock_bucket, lock_session_of_version, lock_upload
 from .signing import SessionRef, describe, ensure_in_progress, session_id
-from .transaction import atomic
+from .transaction import atomic, owns_transaction
 
 _MD5_HEX = re.compile(r"^[0-9a-f]{32}$")
 UPLOAD_GONE_CODES = ("NoSuchUpload", "NoSuchKey")
@@ -59,7 +61,31 @@ def complete_upload(session: SessionRef, parts: Iterable[ReportedPart] | None = 
         row = lock_upload(session_id(session), shared_bucket=True)
         if row.status is not MultipartUploadStatus.COMPLETE:
             _complete(row, None if parts is None else list(parts))
-    return describe(row)
+        completed = describe(row)  # before the commit expires the row (no reload)
+    return completed
+
+
+def complete_file_upload(bucket_id: uuid.UUID, key: str, parts: Iterable[ReportedPart] | None = None) -> FileEntry:
+    """Complete the multipart upload of the bucket's file ``key`` (see :func:`complete_upload`); commit.
+
+    One transaction from the lookup to the answer: the bucket's shared lock,
+    the file's head version and its session row (locked), the completion,
+    and the file as it is now, without reading anything again after the commit.
+
+    :returns: the completed file. Repeating it on a completed upload returns the same file.
+    :raises FileNotFound: no such file, or it was not uploaded with a multipart upload.
+    :raises PartsMismatch / UploadStateConflict / UploadExpired / S3Error: as :func:`complete_upload`.
+    """
+    with atomic():
+        lock_bucket(bucket_id, shared=True, may_restart=owns_transaction())
+        obj = head_version(bucket_id, key)
+        row = lock_session_of_version(obj.version_id, with_file=True)
+        if row is None:
+            raise FileNotFound(f"{key!r} was not uploaded with a multipart upload.")
+        if row.status is not MultipartUploadStatus.COMPLETE:
+            _complete(row, None if parts is None else list(parts))
+        entry = entry_with_session(obj, row)  # before the commit expires them (no reload)
+    return entry
 
 
 def _complete(row: MultipartUploadSession, reported: list[ReportedPart] | None) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import uuid
 
+import sqlalchemy as sa
 from flask import Response
 from invenio_db import db
 from invenio_files_rest.models import FileInstance, ObjectVersion
@@ -20,7 +21,7 @@ from ..models import MultipartUploadSession
 from ..proxies import current_oarepo_s3
 from ..results import FileEntry, UploadSession
 from ..s3 import split_s3_url
-from .locks import lock_bucket, lock_session
+from .locks import lock_bucket, lock_session_of_version
 from .signing import describe
 from .terminate import terminate
 from .transaction import after_commit, atomic
@@ -30,10 +31,11 @@ log = logging.getLogger(__name__)
 
 def entry_of(obj: ObjectVersion) -> FileEntry:
     """The file of ``obj``, with its upload session if it has one."""
-    return _entry(obj, obj.upload_session)
+    return entry_with_session(obj, obj.upload_session)
 
 
-def _entry(obj: ObjectVersion, row: MultipartUploadSession | None) -> FileEntry:
+def entry_with_session(obj: ObjectVersion, row: MultipartUploadSession | None) -> FileEntry:
+    """The file of ``obj`` whose session row (or None) the caller has already read."""
     return FileEntry(
         key=obj.key,
         size=obj.file.size,
@@ -56,10 +58,11 @@ def list_files(bucket_id: uuid.UUID) -> list[FileEntry]:
         .order_by(ObjectVersion.key)
         .all()
     )
-    return [_entry(obj, row) for obj, row in rows]
+    return [entry_with_session(obj, row) for obj, row in rows]
 
 
-def _head(bucket_id: uuid.UUID, key: str) -> ObjectVersion:
+def head_version(bucket_id: uuid.UUID, key: str) -> ObjectVersion:
+    """The key's current version. :raises FileNotFound: no such file."""
     obj = ObjectVersion.get(bucket_id, key)
     if obj is None or obj.file_id is None:
         raise FileNotFound(f"No file {key!r} in this record.")
@@ -68,13 +71,12 @@ def _head(bucket_id: uuid.UUID, key: str) -> ObjectVersion:
 
 def get_file(bucket_id: uuid.UUID, key: str) -> FileEntry:
     """One file of the bucket. :raises FileNotFound: no such key."""
-    return entry_of(_head(bucket_id, key))
+    return entry_of(head_version(bucket_id, key))
 
 
 def _locked_session_of(obj: ObjectVersion) -> MultipartUploadSession | None:
     """The version's session row, locked after its bucket (the ordering rule) and read afresh."""
-    row: MultipartUploadSession | None = obj.upload_session
-    return None if row is None else lock_session(row.id)
+    return lock_session_of_version(obj.version_id)
 
 
 def upload_of(bucket_id: uuid.UUID, key: str, *, in_progress: bool = True) -> UploadSession:
@@ -82,7 +84,15 @@ def upload_of(bucket_id: uuid.UUID, key: str, *, in_progress: bool = True) -> Up
 
     :raises FileNotFound: no such file, it was not uploaded directly, or its upload is finished.
     """
-    row = _head(bucket_id, key).upload_session
+    found = db.session.execute(
+        sa.select(ObjectVersion.version_id, MultipartUploadSession)
+        .outerjoin(MultipartUploadSession, MultipartUploadSession.version_id == ObjectVersion.version_id)
+        .where(ObjectVersion.bucket_id == bucket_id, ObjectVersion.key == key, ObjectVersion.is_head.is_(True),
+               ObjectVersion.file_id.isnot(None))
+    ).one_or_none()  # the head version and its session in one query (what ObjectVersion.get finds)
+    if found is None:
+        raise FileNotFound(f"No file {key!r} in this record.")
+    row: MultipartUploadSession | None = found[1]
     if row is None:
         raise FileNotFound(f"{key!r} was not uploaded with a multipart upload.")
     if in_progress and row.status is not MultipartUploadStatus.IN_PROGRESS:
@@ -97,7 +107,7 @@ def abort_file_upload(bucket_id: uuid.UUID, key: str) -> UploadSession:
     """
     with atomic():
         lock_bucket(bucket_id)
-        row = _locked_session_of(_head(bucket_id, key))
+        row = _locked_session_of(head_version(bucket_id, key))
         if row is None or row.status is MultipartUploadStatus.COMPLETE:
             raise FileNotFound(f"No multipart upload in progress for {key!r}.")
         terminate(row, MultipartUploadStatus.ABORTED)
@@ -118,7 +128,7 @@ def delete_file(bucket_id: uuid.UUID, key: str) -> None:
         bucket = lock_bucket(bucket_id)
         if bucket is None or bucket.locked:
             raise RecordStateConflict("The record is published; its files can no longer change.")
-        obj = _head(bucket_id, key)
+        obj = head_version(bucket_id, key)
         row = _locked_session_of(obj)
         if row is not None and row.status is not MultipartUploadStatus.COMPLETE:
             terminate(row, MultipartUploadStatus.ABORTED)
@@ -163,7 +173,7 @@ def send_file(bucket_id: uuid.UUID, key: str) -> Response:
 
     :raises FileNotFound: no such key. :raises UploadPending: still being uploaded.
     """
-    obj = _head(bucket_id, key)
+    obj = head_version(bucket_id, key)
     row = obj.upload_session
     if row is not None and row.status is not MultipartUploadStatus.COMPLETE:
         raise UploadPending()

@@ -31,6 +31,7 @@ import sqlalchemy as sa
 from invenio_db import db
 from invenio_files_rest.models import Bucket
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import joinedload
 
 from ..errors import UploadNotFound
 from ..models import MultipartUploadSession
@@ -70,21 +71,24 @@ class LockBusy(Exception):
 
 
 def lock_bucket(bucket_id: uuid.UUID, *, shared: bool = False, wait_at_most: float | None = None,
-                may_restart: bool = True) -> Bucket | None:
+                may_restart: bool = True, with_location: bool = False) -> Bucket | None:
     """Lock the bucket's row and return it read afresh (None: no such bucket).
 
     :param shared: ``FOR SHARE`` (completions) instead of the exclusive ``FOR NO KEY UPDATE``.
     :param wait_at_most: seconds to wait for the lock on PostgreSQL (None: as long as it takes).
     :param may_restart: on SQLite, the transaction may start afresh to get the write lock.
+    :param with_location: load ``bucket.location`` in the same query (its row is not locked).
     :raises LockBusy: waited ``wait_at_most`` seconds in vain; the transaction must be rolled back.
     """
     sqlite_write_lock(may_restart=may_restart)
     query = (
         sa.select(Bucket)
         .where(Bucket.id == bucket_id)
-        .with_for_update(read=shared, key_share=not shared)
+        .with_for_update(read=shared, key_share=not shared, of=Bucket)
         .execution_options(populate_existing=True)
     )
+    if with_location:
+        query = query.options(joinedload(Bucket.location))
     limited = wait_at_most is not None and not is_sqlite()
     if wait_at_most is not None and limited:
         db.session.execute(sa.text(f"SET LOCAL lock_timeout = {max(1, int(wait_at_most * 1000))}"))
@@ -107,6 +111,23 @@ def lock_session(session_id: uuid.UUID, *, skip_locked: bool = False) -> Multipa
         .with_for_update(skip_locked=skip_locked)
         .execution_options(populate_existing=True)
     )
+    row: MultipartUploadSession | None = db.session.execute(query).scalars().first()
+    return row
+
+
+def lock_session_of_version(version_id: uuid.UUID, *, with_file: bool = False) -> MultipartUploadSession | None:
+    """Lock the session of a file version (after its bucket's) and return it read afresh; None: it has none.
+
+    :param with_file: load ``row.file`` in the same query, read afresh too (its row is not locked).
+    """
+    query = (
+        sa.select(MultipartUploadSession)
+        .where(MultipartUploadSession.version_id == version_id)
+        .with_for_update(of=MultipartUploadSession)
+        .execution_options(populate_existing=True)
+    )
+    if with_file:
+        query = query.options(joinedload(MultipartUploadSession.file))
     row: MultipartUploadSession | None = db.session.execute(query).scalars().first()
     return row
 

@@ -23,7 +23,7 @@ from .companion import register_companion_routes
 from .multipart import multipart_actions
 from .parsing import CreateDraftSchema, SignSchema, init_upload_schema, parse_json, parse_json_or_form
 from .security import check_cross_site_request
-from .serializers import DRAFTS, RECORDS, api_url, file_json, parts_json, record_json
+from .serializers import DRAFTS, FILE_ACTIONS, RECORDS, api_url, file_json, parts_json, record_json
 
 # --- drafts ------------------------------------------------------------------
 
@@ -72,24 +72,20 @@ def init_upload(pid_value: str) -> tuple[Response, int]:
     if body["size"] == 0:  # nothing to upload: the empty file is created complete, without a multipart upload
         entry = service.create_empty_file(record.bucket_id, EmptyFile(key, content_type))
         return jsonify(file_json(record, entry)), 201
+    file_url = api_url(f"{DRAFTS}.file", pid_value=record.pid_value, key=key)
     upload = MultipartUpload(
         key=key,
         base_uri=None,
         expires=None,
         size=body["size"],
         part_size=body["part_size"],
-        complete_url=_action_url(f"{DRAFTS}_upload_complete", record, key),
-        abort_url=_action_url(f"{DRAFTS}_upload_abort", record, key),
+        complete_url=file_url + FILE_ACTIONS["complete"],  # the session echoes its complete and abort URLs
+        abort_url=file_url + FILE_ACTIONS["abort"],
         content_type=content_type,
         owner_id=require_authenticated(),
     )
     entry = service.start_upload(record.bucket_id, upload)
     return jsonify(file_json(record, entry, parts_url=True)), 201
-
-
-def _action_url(endpoint: str, record: drafts.DraftRecord, key: str) -> str:
-    """The absolute URL of one of the file's actions (the session echoes complete and abort URLs)."""
-    return api_url(f"{DRAFTS}.{endpoint}", pid_value=record.pid_value, key=key)
 
 
 def get_draft_file(pid_value: str, key: str) -> Response:

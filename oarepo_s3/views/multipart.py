@@ -59,9 +59,7 @@ class MultipartUploadCompleteResource(MethodView):
         parts = None
         if body["parts"] is not None:
             parts = [ReportedPart(p.get("PartNumber", p.get("PartNum")), p["ETag"]) for p in body["parts"]]
-        session = service.upload_of(record.bucket_id, key, in_progress=False)
-        service.complete_upload(session, parts)
-        return jsonify(file_json(record, service.get_file(record.bucket_id, key)))
+        return jsonify(file_json(record, service.complete_file_upload(record.bucket_id, key, parts)))
 
 
 class MultipartUploadAbortResource(MethodView):

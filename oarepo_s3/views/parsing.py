@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import cache
 from typing import Any, NoReturn
 
 from flask import request
@@ -74,6 +75,7 @@ class CreateDraftSchema(Schema):
     metadata = fields.Dict(keys=fields.String(), load_default=dict)
 
 
+@cache  # built once for each of strict and not (a class and its fields cost more than the parsing)
 def init_upload_schema(strict: bool) -> Schema:
     """``POST .../files/?multipart=True``: the seed's fields, plus an optional part size."""
 

@@ -13,6 +13,16 @@ from ..results import FileEntry, UploadedPart
 DRAFTS = "oarepo_s3_drafts"
 RECORDS = "oarepo_s3_records"
 
+FILE_ACTIONS = {
+    "content": "/content",
+    "multipart": "/multipart",
+    "sign": "/multipart/sign",
+    "complete": "/complete-multipart",
+    "abort": "/abort-multipart",
+}
+"""A file's action URLs: its own URL (``.../files/<key>``) and these suffixes, the rules of
+:mod:`.drafts` and :mod:`.multipart` (one ``url_for`` a file instead of one a link)."""
+
 
 def api_url(endpoint: str, **values: Any) -> str:
     """A URL the API answers or stores: absolute only on a host the app was configured for, else a path.
@@ -63,14 +73,13 @@ def file_json(record: DraftRecord, entry: FileEntry, *, parts_url: bool = False)
     pid, key = record.pid_value, entry.key
     published = record.status == PUBLISHED
     bp = RECORDS if published else DRAFTS
-    links = {"self": api_url(f"{bp}.file", pid_value=pid, key=key)}
+    file_url = api_url(f"{bp}.file", pid_value=pid, key=key)
+    links = {"self": file_url}
     if not entry.pending:
-        links["content"] = api_url(f"{bp}.content", pid_value=pid, key=key)
+        links["content"] = file_url + FILE_ACTIONS["content"]
     elif not published:
-        links["multipart"] = api_url(f"{DRAFTS}.multipart", pid_value=pid, key=key)
-        links["sign"] = api_url(f"{DRAFTS}.sign", pid_value=pid, key=key)
-        links["complete"] = api_url(f"{DRAFTS}.{DRAFTS}_upload_complete", pid_value=pid, key=key)
-        links["abort"] = api_url(f"{DRAFTS}.{DRAFTS}_upload_abort", pid_value=pid, key=key)
+        for name in ("multipart", "sign", "complete", "abort"):
+            links[name] = file_url + FILE_ACTIONS[name]
     data = {
         "key": key,
         "size": entry.size,

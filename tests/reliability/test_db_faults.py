@@ -32,14 +32,18 @@ def commit_of_completion_fails_once():
     """Make the next commit that marks an upload complete raise; yield a list of the failures."""
     failed = []
 
+    def completing(session):
+        return any(isinstance(o, MultipartUploadSession) and o.status is MultipartUploadStatus.COMPLETE
+                   for o in session.dirty)
+
     def after_flush(session, context):
         # Still the pre-flush state here: the rows this flush wrote.
-        if any(isinstance(o, MultipartUploadSession) and o.status is MultipartUploadStatus.COMPLETE
-               for o in session.dirty):
+        if completing(session):
             session.info["completing"] = True
 
     def before_commit(session):
-        if session.info.pop("completing", False) and not failed:
+        # Flushed earlier (an autoflush), or flushed by this very commit (before_commit comes first).
+        if (session.info.pop("completing", False) or completing(session)) and not failed:
             failed.append(True)
             raise OperationalError("COMMIT", {}, Exception("injected: server closed the connection unexpectedly"))
 

@@ -225,3 +225,30 @@ def test_empty_file_is_created_complete_without_an_upload(owner, draft, s3_clien
     assert again.status_code == 409
     published = owner.api().post(draft["links"]["publish"], timeout=30)
     assert published.status_code in (200, 202), published.text
+
+
+def test_a_key_files_rest_deleted_takes_a_new_upload_with_one_head(owner, draft, db, app):
+    """files-rest's own delete (its REST API, records-resources) leaves a delete marker as the key's head:
+    a new upload of that key demotes it, so the key has one head and files-rest can delete it again."""
+    from invenio_files_rest.models import ObjectVersion
+
+    first = start_upload(owner, draft, key="again.bin", size=10)
+    parts = put_parts(first["multipart_upload"], b"0123456789")
+    assert owner.api().post(first["links"]["complete"], json={"parts": parts}, timeout=30).status_code == 200
+    db.session.commit()  # a fresh read (SQLite's WAL keeps showing a transaction's first snapshot)
+    (version,) = ObjectVersion.query.filter_by(key="again.bin").all()
+    bucket_id = version.bucket_id
+    ObjectVersion.delete(bucket_id, "again.bin")  # a delete marker: the key's head, with no file
+    db.session.commit()
+
+    second = start_upload(owner, draft, key="again.bin", size=7)
+    parts = put_parts(second["multipart_upload"], b"abcdefg")
+    done = owner.api().post(second["links"]["complete"], json={"parts": parts}, timeout=30)
+    assert done.status_code == 200, done.text
+    db.session.commit()
+    db.session.expire_all()
+    heads = ObjectVersion.query.filter_by(bucket_id=bucket_id, key="again.bin", is_head=True).all()
+    assert [h.file_id is not None for h in heads] == [True]
+    assert owner.api().get(done.json()["links"]["content"], timeout=30).content == b"abcdefg"
+    ObjectVersion.delete(bucket_id, "again.bin")  # files-rest finds exactly one head to demote
+    db.session.commit()
