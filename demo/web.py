@@ -1,9 +1,10 @@
-"""The demo's web pages: sign in, list and create drafts, upload with stock Uppy, publish.
+"""The demo's web pages: sign in, list and create drafts, upload with Uppy's Dashboard, publish.
 
 Server-rendered HTML with plain forms; the only script is the draft page's
-bundle (``static/src/upload.js``: Uppy's Dashboard talking to the
-Companion-compatible routes, the file list and the publish button, all
-through the REST API with the session cookie). Forms that change something
+bundle (``static/src/upload.js``: Uppy's Dashboard with the page's parallel
+uploader, ``parallel-s3.js``, talking to the Companion-compatible routes; the
+file list and the publish button, all through the REST API with the session
+cookie). Forms that change something
 pass the same cross-site check as the REST API.
 """
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Install the demo page's npm packages (stock Uppy) and bundle them; idempotent.
+# Install the demo page's npm packages (Uppy, hash-wasm) and bundle them; idempotent.
 #   scripts/web-assets.sh           npm ci when package-lock.json changed, build when a source changed
-# Output: demo/static/build/upload.{js,css} (not committed). Needs Node.js >= 18 with npm; on
+# Output: demo/static/build/upload.{js,css} and md5-worker.js (not committed). Needs Node.js >= 18 with npm; on
 # Debian/Ubuntu, run as root, it installs Debian's nodejs and npm when they are missing.
 set -euo pipefail
 demo="$(cd "$(dirname "$0")/../demo" && pwd)"
@@ -29,7 +29,7 @@ fi
 build_stamp="static/build/.sources"
 sources="$(cat package-lock.json static/src/* | sha256sum | cut -d' ' -f1)"
 if [ ! -f "$build_stamp" ] || [ "$(cat "$build_stamp")" != "$sources" ] \
-    || [ ! -f static/build/upload.js ] || [ ! -f static/build/upload.css ]; then
+    || [ ! -f static/build/upload.js ] || [ ! -f static/build/upload.css ] || [ ! -f static/build/md5-worker.js ]; then
     echo "==> bundling the web page (esbuild)" >&2
     npm run --silent build >&2
     echo "$sources" > "$build_stamp"

@@ -11,6 +11,13 @@ Uppy then picks parts of ``max(5 MiB, ceil(size / 10000))`` bytes, which is
 the part size these routes plan. ``uploadId`` and ``key`` from the client are
 never trusted: they must name an upload in progress in this very draft.
 
+Beyond stock Uppy, for a client that sends parts in parallel (the demo's
+page): ``metadata.partSize`` asks for a part size (checked like the REST
+API's ``part_size``), and the create answer says which one was planned
+(``partSize``); ``POST .../batch`` signs many parts in one request with each
+part's ``Content-MD5`` signed into its URL, so S3 refuses bytes that do not
+match it (the REST API's ``sign`` body, with the upload id checked).
+
 An empty file has no part to send, so Uppy 6 sends it as one form POST
 instead: ``s3/params`` answers, for ``metadata[size]=0`` only, this draft's
 ``s3/empty`` route, which creates the empty file the way ``size: 0`` does in
@@ -32,7 +39,7 @@ from ..results import UploadSession
 from ..service import ReportedPart
 from .bounds import body_bytes, load_json
 from .common import owned_draft
-from .parsing import MAX_PART_NUMBER, CompleteSchema, parse_json
+from .parsing import MAX_PART_NUMBER, CompleteSchema, SignSchema, parse_json
 from .serializers import DRAFTS, api_url, parts_json
 
 MiB = 1024 * 1024
@@ -72,6 +79,7 @@ def create_upload(pid_value: str) -> Response:
         raise RequestValidationError(
             [("metadata.size", "the file size is required: set it with uppy.setFileMeta(file.id, {size: file.size})")]
         )
+    requested = _requested_part_size(metadata)
     key, content_type = _key_and_type(filename, content_type)
     values = {"pid_value": record.pid_value, "key": key}
     upload = MultipartUpload(
@@ -79,7 +87,7 @@ def create_upload(pid_value: str) -> Response:
         base_uri=None,
         expires=None,
         size=size,
-        part_size=uppy_part_size(size),
+        part_size=uppy_part_size(size) if requested is None else requested,
         complete_url=api_url(f"{DRAFTS}.{DRAFTS}_upload_complete", **values),
         abort_url=api_url(f"{DRAFTS}.{DRAFTS}_upload_abort", **values),
         content_type=content_type,
@@ -87,7 +95,22 @@ def create_upload(pid_value: str) -> Response:
     )
     entry = service.start_upload(record.bucket_id, upload)
     assert entry.session is not None
-    return jsonify({"key": key, "uploadId": entry.session.upload_id})
+    return jsonify({"key": key, "uploadId": entry.session.upload_id, "partSize": entry.session.part_size})
+
+
+def _requested_part_size(metadata: dict[str, Any]) -> int | None:
+    """``metadata.partSize`` (a number or its digits, as Uppy's metadata may hold it), or None when absent.
+
+    :raises RequestValidationError: not a whole number of bytes.
+    """
+    value = metadata.get("partSize")
+    if value is None:
+        return None
+    if isinstance(value, str) and re.fullmatch(r"[0-9]{1,19}", value):
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise RequestValidationError([("metadata.partSize", "must be a whole number of bytes")])
+    return value
 
 
 def _key_and_type(filename: Any, content_type: Any, *, name_field: str = "filename",
@@ -113,8 +136,15 @@ def list_parts(pid_value: str, upload_id: str) -> Response:
 
 
 def sign_batch(pid_value: str, upload_id: str) -> Response:
-    """``GET <base>/s3/multipart/<uploadId>/batch?key=&partNumbers=1,2`` -> ``{presignedUrls}``."""
+    """``GET <base>/s3/multipart/<uploadId>/batch?key=&partNumbers=1,2`` -> ``{presignedUrls, expires}``.
+
+    ``POST`` with the REST API's sign body (``{"parts": [1, 2], "content_md5": {"1": "<base64>"}}``)
+    signs each given digest into its part's URL; the answer adds ``headers`` by part number (what
+    each PUT must send).
+    """
     _, session = _session(pid_value, upload_id)
+    if request.method == "POST":
+        return _sign_batch_with_digests(session)
     raw = request.args.get("partNumbers", "")
     try:
         numbers = [int(n) for n in raw.split(",") if n.strip()]
@@ -123,7 +153,25 @@ def sign_batch(pid_value: str, upload_id: str) -> Response:
     if not numbers:
         raise RequestValidationError([("partNumbers", "at least one part number is required")])
     urls = service.sign_parts(session, numbers)
-    return jsonify({"presignedUrls": {str(n): u for n, u in urls.items()}})
+    return jsonify({"presignedUrls": {str(n): u for n, u in urls.items()}, "expires": service.url_lifetime(session)})
+
+
+def _sign_batch_with_digests(session: UploadSession) -> Response:
+    body = parse_json(SignSchema())
+    numbers = body["parts"]
+    if len(set(numbers)) != len(numbers):
+        raise RequestValidationError([("parts", "part numbers must not repeat")])
+    md5s = {int(n): d for n, d in (body["content_md5"] or {}).items()}
+    sha256s = {int(n): d for n, d in (body["content_sha256"] or {}).items()}
+    urls = service.sign_parts(session, numbers, md5s, sha256s)
+    headers: dict[str, dict[str, str]] = {}
+    for n in urls:
+        signed = {**({"Content-MD5": md5s[n]} if n in md5s else {}),
+                  **({"x-amz-content-sha256": sha256s[n]} if n in sha256s else {})}
+        if signed:
+            headers[str(n)] = signed
+    return jsonify({"presignedUrls": {str(n): u for n, u in urls.items()}, "headers": headers,
+                    "expires": service.url_lifetime(session)})
 
 
 def sign_part(pid_value: str, upload_id: str, part_number: int) -> Response:
@@ -207,7 +255,7 @@ def register_companion_routes(bp: Blueprint) -> None:
     bp.add_url_rule(f"{base}/multipart", "uppy_create", create_upload, methods=["POST"])
     bp.add_url_rule(f"{base}/multipart/<upload_id>", "uppy_list_parts", list_parts, methods=["GET"])
     bp.add_url_rule(f"{base}/multipart/<upload_id>", "uppy_abort", abort, methods=["DELETE"])
-    bp.add_url_rule(f"{base}/multipart/<upload_id>/batch", "uppy_sign_batch", sign_batch, methods=["GET"])
+    bp.add_url_rule(f"{base}/multipart/<upload_id>/batch", "uppy_sign_batch", sign_batch, methods=["GET", "POST"])
     bp.add_url_rule(f"{base}/multipart/<upload_id>/<int:part_number>", "uppy_sign_part", sign_part, methods=["GET"])
     bp.add_url_rule(f"{base}/multipart/<upload_id>/complete", "uppy_complete", complete, methods=["POST"])
     bp.add_url_rule(f"{base}/params", "uppy_params", simple_upload_params, methods=["GET"])

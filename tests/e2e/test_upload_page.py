@@ -1,14 +1,17 @@
 """The demo's web page in a real browser: sign in, Uppy uploads straight to S3, download, cancel, retry.
 
 Uploads go through the Dashboard's own file input, so every request is what
-stock Uppy sends: the Companion-compatible routes with the session cookie,
-and part PUTs from the browser to the demo's S3. Holding a part's PUT (with
+the page sends: the Companion-compatible routes with the session cookie
+(parts signed in batches, each with its Content-MD5), and part PUTs, several
+at once, from the browser to the demo's S3. Holding a part's PUT (with
 Playwright's request routing) makes cancelling and failing happen mid-upload
 without any timing assumption.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
 import re
 import time
@@ -97,7 +100,7 @@ def test_upload_three_files_download_and_publish(page, demo, demo_s3, tmp_path):
 
     rows = file_rows(page)
     assert set(rows) == {big.name, tiny.name, accented.name}
-    # 30 MiB in Uppy's 5 MiB parts: six parts, and the multipart ETag says so.
+    # 30 MiB spread over the page's six parts in flight: six parts of 5 MiB, and the multipart ETag says so.
     assert re.fullmatch(r"s3etag:[0-9a-f]{32}-6", rows[big.name]["checksum"])
     assert re.fullmatch(r"s3etag:[0-9a-f]{32}-1", rows[tiny.name]["checksum"])
     assert f"({30 * MiB:,} bytes)" in rows[big.name]["size"]
@@ -154,10 +157,10 @@ def test_cancel_aborts_the_upload_in_s3(page, demo, demo_s3, tmp_path):
 
 
 def test_retry_resumes_after_a_failed_part(page, demo, demo_s3, tmp_path):
-    """Part 2 fails until Uppy gives up (after its own automatic retries); Retry then resumes.
+    """Part 2 fails until the page gives up (after its own automatic retries); Retry then resumes.
 
-    The resumed upload asks the server which parts S3 already holds, so part 1
-    is not sent again.
+    The resumed upload asks the server which parts S3 already holds, so parts 1
+    and 3 (sent beside part 2) are not sent again.
     """
     data = os.urandom(11 * MiB)
     path = tmp_path / "flaky.bin"
@@ -182,7 +185,7 @@ def test_retry_resumes_after_a_failed_part(page, demo, demo_s3, tmp_path):
     retry = page.locator(".uppy-StatusBar-actionBtn--retry")
     retry.wait_for(timeout=DEADLINE * 1000)
     page.get_by_role("status").filter(has_text="failed").wait_for()
-    assert puts.count("1") == 1 and puts.count("2") > 1 and "3" not in puts
+    assert puts.count("1") == 1 and puts.count("2") > 1 and puts.count("3") == 1, puts
     page.screenshot(path=str(ARTIFACTS / "upload-failed.png"), full_page=True)
 
     network["part 2 fails"] = False
@@ -191,18 +194,23 @@ def test_retry_resumes_after_a_failed_part(page, demo, demo_s3, tmp_path):
         "() => document.querySelector('#file-list tbody tr[data-status=completed]') !== null",
         timeout=DEADLINE * 1000,
     )
-    assert puts.count("1") == 1, puts  # resumed: part 1 was already in S3
+    assert puts.count("1") == 1 and puts.count("3") == 1, puts  # resumed: parts 1 and 3 were already in S3
     row = file_rows(page)[path.name]
     assert re.fullmatch(r"s3etag:[0-9a-f]{32}-3", row["checksum"])
     assert page.request.get(row["href"]).body() == data
 
 
 def test_pause_and_resume(page, demo, tmp_path):
-    """Pausing aborts the part in flight; resuming asks S3 for the parts it has and sends the rest."""
+    """Pausing aborts the part in flight; resuming asks S3 for the parts it has and sends the rest.
+
+    The three parts go out together; part 2 is held until the page pauses, after parts 1 and 3 arrived.
+    """
     data = os.urandom(12 * MiB)
     path = tmp_path / "paused.bin"
     path.write_bytes(data)
-    held, puts = [], []
+    held, puts, arrived = [], [], []
+    page.on("requestfinished", lambda request: arrived.append(re.search(r"partNumber=(\d+)", request.url).group(1))
+            if request.method == "PUT" else None)
 
     def hold_part_two_once(route):
         if route.request.method == "PUT":
@@ -218,7 +226,7 @@ def test_pause_and_resume(page, demo, tmp_path):
     new_draft(page, "Paused upload")
     add_files(page, [path])
     page.locator(".uppy-StatusBar-actionBtn--upload").click()
-    wait_for(page, lambda: held, "the second part's PUT")
+    wait_for(page, lambda: held and {"1", "3"} <= set(arrived), "parts 1 and 3 in S3, part 2 in flight")
     pause = page.locator("[data-cy=togglePauseResume]")
     assert pause.get_attribute("aria-label") == "Pause"
     pause.click()
@@ -285,3 +293,72 @@ def test_empty_file_uploads_with_the_others(page, demo, demo_s3, tmp_path):
     assert download.ok and download.body() == b""
     assert in_progress_uploads(demo_s3, demo["bucket"]) == []
     assert sum(url.endswith("/uppy/s3/empty") for url in posts) == 1  # the form POST, to the app, not to S3
+
+
+def test_parts_are_signed_in_batches_with_their_content_md5(page, demo, demo_s3, tmp_path):
+    """A 40 MiB file: six parts, signed in one request to the app, each PUT with its part's Content-MD5.
+
+    moto checks no digest, so the test does: every part's header is the MD5 of
+    that part's bytes (Ceph refuses a PUT whose bytes do not match it).
+    """
+    data = os.urandom(40 * MiB)
+    path = tmp_path / "batched.bin"
+    path.write_bytes(data)
+    app_requests, puts, created = [], [], []
+
+    def seen(request):
+        if request.url.startswith(demo["s3_endpoint"]) and request.method == "PUT":
+            puts.append((int(re.search(r"partNumber=(\d+)", request.url).group(1)), request.headers))
+        elif "/uppy/" in request.url:
+            app_requests.append((request.method, request.url.split("?")[0].rsplit("/uppy/s3/", 1)[1]))
+
+    page.on("request", seen)
+    page.on("response", lambda r: created.append(r.json()) if r.request.method == "POST"
+            and r.url.split("?")[0].endswith("/uppy/s3/multipart") else None)
+    sign_in(page, demo)
+    new_draft(page, "Batched upload")
+    add_files(page, [path])
+    page.locator(".uppy-StatusBar-actionBtn--upload").click()
+    page.wait_for_function("() => document.querySelector('#file-list tbody tr[data-status=completed]') !== null",
+                           timeout=DEADLINE * 1000)
+
+    part_size = created[0]["partSize"]
+    count = -(-len(data) // part_size)
+    assert part_size == 7 * MiB and count == 6  # the file spread over the six parts in flight
+    upload_id = re.escape(created[0]["uploadId"])
+    kinds = [(method, re.sub(f"multipart/{upload_id}", "multipart/<id>", path)) for method, path in app_requests]
+    assert kinds == [("POST", "multipart"), ("POST", "multipart/<id>/batch"), ("POST", "multipart/<id>/complete")]
+    assert sorted(n for n, _ in puts) == list(range(1, count + 1))
+    for n, headers in puts:
+        part = data[(n - 1) * part_size : n * part_size]
+        assert headers.get("content-md5") == base64.b64encode(hashlib.md5(part).digest()).decode(), n
+    row = file_rows(page)[path.name]
+    assert re.fullmatch(r"s3etag:[0-9a-f]{32}-6", row["checksum"])
+    assert page.request.get(row["href"]).body() == data
+    assert in_progress_uploads(demo_s3, demo["bucket"]) == []
+
+
+def test_stock_uppy_uploads_through_the_companion_routes(page, demo, demo_s3, tmp_path):
+    """``?uploader=stock``: stock ``@uppy/aws-s3`` against the same routes, as any site's own Uppy would."""
+    big = tmp_path / "stock.bin"
+    big.write_bytes(os.urandom(12 * MiB))
+    tiny = tmp_path / "stock-tiny.txt"
+    tiny.write_bytes(b"stock Uppy\n")
+    sign_in(page, demo)
+    new_draft(page, "Stock Uppy")
+    page.goto(page.url + "?uploader=stock")
+    page.wait_for_function("window.uppy !== undefined && window.uppy !== null")
+    assert page.evaluate("window.uppy.getPlugin('AwsS3') !== undefined")  # the stock plugin, not ours
+    add_files(page, [big, tiny])
+    page.locator(".uppy-StatusBar-actionBtn--upload").click()
+    page.wait_for_function(
+        "() => document.querySelectorAll('#file-list tbody tr[data-status=completed]').length === 2",
+        timeout=DEADLINE * 1000,
+    )
+    rows = file_rows(page)
+    # Uppy's own part size, max(5 MiB, size / 10,000): parts of 5, 5 and 2 MiB, as the server planned.
+    assert re.fullmatch(r"s3etag:[0-9a-f]{32}-3", rows[big.name]["checksum"])
+    for path in (big, tiny):
+        download = page.request.get(rows[path.name]["href"])
+        assert download.ok and download.body() == path.read_bytes()
+    assert in_progress_uploads(demo_s3, demo["bucket"]) == []

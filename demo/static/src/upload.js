@@ -1,11 +1,17 @@
-// The draft page: a stock Uppy Dashboard uploading straight to S3 through the
-// Companion-compatible routes, the draft's file list, and the publish button.
-// Bundled by scripts/web-assets.sh (esbuild) into static/build/upload.{js,css}.
+// The draft page: Uppy's Dashboard uploading straight to S3 through the draft's
+// Companion-compatible routes (parts in parallel, each with its Content-MD5: parallel-s3.js),
+// the draft's file list, and the publish button.
+// Bundled by scripts/web-assets.sh (esbuild) into static/build/ (upload.{js,css}, md5-worker.js).
 import AwsS3 from '@uppy/aws-s3'
 import Uppy from '@uppy/core'
 import Dashboard from '@uppy/dashboard'
 import '@uppy/core/css/style.min.css'
 import '@uppy/dashboard/css/style.min.css'
+import ParallelS3 from './parallel-s3.js'
+
+// `?uploader=stock`: stock Uppy's own S3 plugin instead, against the same routes (what any site
+// with an Uppy of its own uses: kept working, and tested in a browser).
+const stockUppy = new URLSearchParams(window.location.search).get('uploader') === 'stock'
 
 const page = document.querySelector('[data-draft-api]')
 const api = page.dataset.draftApi // e.g. /draft/records/77cjt-pzn05
@@ -84,15 +90,18 @@ function startUploader() {
       width: '100%',
       showProgressDetails: true,
       proudlyDisplayPoweredByUppy: false,
-      note: 'Files go straight to S3 in parts of at least 5 MiB; the server only signs the requests.',
+      note: 'Files go straight to S3, several parts at once, each checked by S3 against its MD5; '
+        + 'the server only signs the requests.',
     })
-    .use(AwsS3, {
-      companionEndpoint: `${api}/uppy`,
-      // Every upload is a tracked multipart upload (GET s3/params is refused).
-      shouldUseMultipart: true,
-    })
-  // Companion's protocol carries no file size; the server needs it to plan the parts.
-  uppy.on('file-added', (file) => uppy.setFileMeta(file.id, { size: file.size }))
+  if (stockUppy) {
+    // Every upload is a tracked multipart upload (GET s3/params is refused but for empty files).
+    uppy.use(AwsS3, { companionEndpoint: `${api}/uppy`, shouldUseMultipart: true })
+    // Companion's protocol carries no file size; the server needs it to plan the parts.
+    uppy.on('file-added', (file) => uppy.setFileMeta(file.id, { size: file.size }))
+  } else {
+    // Settings and why: docs/demo.md, "Upload settings".
+    uppy.use(ParallelS3, { companionEndpoint: `${api}/uppy` })
+  }
   uppy.on('upload-success', (file) => {
     say(`${file.name} uploaded.`)
     refreshFiles()
@@ -104,7 +113,7 @@ function startUploader() {
   uppy.on('complete', ({ successful = [], failed = [] }) => {
     const done = `${successful.length} file${successful.length === 1 ? '' : 's'} uploaded`
     say(failed.length ? `${done}; ${failed.length} failed: use Retry to resume.` : `${done}.`)
-    refreshFiles()
+    if (failed.length) refreshFiles() // each success already listed the files
   })
   return uppy
 }
