@@ -58,9 +58,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common
 from common import GiB, MiB, median
+from rdm_app import create_rdm_bench_app, seed_rdm_record
 from s3_tools import TOOLS, S3Tool
 
-METHODS = ("oarepo-s3", *TOOLS)
+RDM = "oarepo-s3 via InvenioRDM"
+"""Our client through records-resources' multipart transfer (``--files-url``) on our storage: the RDM protocol."""
+METHODS = ("oarepo-s3", RDM, *TOOLS)
 NO_SENDFILE = "oarepo-s3 --no-zero-copy"
 """Our upload with parts sent through requests instead of ``os.sendfile``: what zero-copy saves (uploads only)."""
 UPLOAD_METHODS = (*METHODS, NO_SENDFILE)
@@ -103,7 +106,7 @@ class Bench:
         self.work = Path(tempfile.mkdtemp(prefix="oarepo-s3-bench-client-"))
         self.s3 = common.start_ceph() if args.s3 == "ceph" else common.start_moto()
         self.pg = None
-        self.server = None
+        self.server = self.rdm_server = None
         try:
             self.pg = common.postgres_from_args(args.pg)
             self.s3_client = self.s3.client()
@@ -115,6 +118,14 @@ class Bench:
             seeded = common.seed(create_app(config), self.bucket)
             self.server = common.start_gunicorn(config, workers=1, threads=8, logdir=self.work)
             self.draft = f"{self.server.url}/draft/records/{seeded['draft_id']}"
+            # The InvenioRDM stand-in (records-resources' FileResource on our storage) on a database of its own.
+            rdm_config = common.app_config(self.pg.database(f"bench_client_rdm_{args.s3}"), self.s3,
+                                           OAREPO_S3_SIGN_RATE_LIMIT=None)
+            pid = seed_rdm_record(create_rdm_bench_app(rdm_config), common.new_bucket(self.s3))
+            (self.work / "rdm").mkdir()
+            self.rdm_server = common.start_gunicorn(rdm_config, workers=1, threads=8, logdir=self.work / "rdm",
+                                                    rdm=True)
+            self.rdm_files = f"{self.rdm_server.url}/rdm/records/{pid}/files"
             self.token = seeded["token"]
         except BaseException:
             self.close()
@@ -137,11 +148,13 @@ class Bench:
         self.api = requests.Session()
         self.api.headers["Authorization"] = f"Bearer {self.token}"
         self.runs = 0
-        self.payload = {"upload": [], "download": []}
+        self.payload: dict[str, list[dict]] = {"upload": [], "download": [], "upload via InvenioRDM": [],
+                                               "download via InvenioRDM": []}
 
     def close(self) -> None:
-        if self.server is not None:
-            self.server.stop()
+        for server in (self.server, self.rdm_server):
+            if server is not None:
+                server.stop()
         if self.pg is not None:
             self.pg.stop()
         self.s3.stop()
@@ -165,11 +178,15 @@ class Bench:
         self.runs += 1
         key = f"{method.replace(' ', '')}-{self.runs}.bin"
         if method.startswith("oarepo-s3"):
-            before = self.server.byte_counts()
+            server = self.rdm_server if method == RDM else self.server
+            before = server.byte_counts()
+            target = ["--files-url", self.rdm_files] if method == RDM else ["--draft", self.draft,
+                                                                            *method.split()[1:]]
             run = self.timed([sys.executable, "-m", "oarepo_s3_client", "upload", str(self.path), "--key", key,
-                              "--draft", self.draft, "--concurrency", str(self.conc), "--part-size", str(self.part),
-                              "--json", "--state-dir", str(self.work / "state"), *method.split()[1:]])
-            self.payload["upload"].append(delta(before, self.server.byte_counts()))
+                              *target, "--concurrency", str(self.conc), "--part-size", str(self.part),
+                              "--json", "--state-dir", str(self.work / "state")])
+            self.payload["upload via InvenioRDM" if method == RDM else "upload"].append(
+                delta(before, server.byte_counts()))
             result = json.loads(run.pop("stdout").splitlines()[-1])
             run["checksum_algorithm"] = result.get("checksum_algorithm", "md5")
             if result["status"] != "completed" or result["size"] != self.size:
@@ -187,12 +204,14 @@ class Bench:
         """One timed download of the object ``upload`` left at ``where``; the bytes must be the file's."""
         self.out.unlink(missing_ok=True)
         if method.startswith("oarepo-s3"):
-            before = self.server.byte_counts()
+            server = self.rdm_server if method == RDM else self.server
+            before = server.byte_counts()
             run = self.timed([sys.executable, "-m", "oarepo_s3_client", "download", json.loads(where)["content_url"],
                               "-o", str(self.out), "--concurrency", str(self.conc), "--chunk-size", str(self.part),
-                              "--json", *method.split()[1:]])
-            self.payload["download"].append(delta(before, self.server.byte_counts()))
-            if json.loads(run["stdout"].splitlines()[-1])["verified"] != (method == "oarepo-s3"):
+                              "--json", *(["--no-verify"] if method == NO_VERIFY else [])])
+            self.payload["download via InvenioRDM" if method == RDM else "download"].append(
+                delta(before, server.byte_counts()))
+            if json.loads(run["stdout"].splitlines()[-1])["verified"] != (method != NO_VERIFY):
                 raise SystemExit(f"{method} download: {run['stdout']}")
         else:
             tool, bucket, _ = self.tools[method]
@@ -277,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
                 bench.download(down_method, where)
             bench.delete(method, where)
         control = bench.counter_check()
-        bench.payload = {"upload": [], "download": []}
+        bench.payload = {k: [] for k in bench.payload}
         up: dict[str, list[dict]] = {m: [] for m in UPLOAD_METHODS}
         down: dict[str, list[dict]] = {m: [] for m in (*METHODS, NO_VERIFY)}
         for i in range(args.repeat):

@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common
 from common import median
+from rdm_app import create_rdm_bench_app, seed_rdm_record
 
 sys.path.insert(0, str(common.ROOT))
 
@@ -49,13 +50,9 @@ class Bench:
     """The servers, the record and the two storage factories."""
 
     def __init__(self, pg_uri: str | None):
-        import celery._state
         import requests
-        from celery import Celery
         from invenio_s3 import s3fs_storage_factory
         from werkzeug.serving import make_server
-
-        from tests.rdm.app import create_rdm_app
 
         common.quiet()
         self.pg = common.postgres_from_args(pg_uri)
@@ -64,11 +61,8 @@ class Bench:
             db_uri = self.pg.database("bench_rdm")
             bucket = common.new_bucket(self.s3)
             config = common.app_config(db_uri, self.s3, OAREPO_S3_MIN_PART_SIZE=PART)
-            self.app = create_rdm_app(config, name="bench_rdm")
-            # records-resources queues its checksum task after a commit: into memory, never run here.
-            queue = Celery("bench-rdm", broker="memory://", set_as_current=False)
-            celery._state.set_default_app(queue)
-            self.pid = self._seed(bucket)
+            self.app = create_rdm_bench_app(config)
+            self.pid = seed_rdm_record(self.app, bucket)
             self.server = make_server("127.0.0.1", 0, self.app, threaded=True)
             threading.Thread(target=self.server.serve_forever, daemon=True).start()
         except BaseException:
@@ -83,25 +77,6 @@ class Bench:
         self.state = state
         self.http = requests.Session()
         self.s3_http = requests.Session()
-
-    def _seed(self, bucket: str) -> str:
-        from invenio_db import db
-        from invenio_files_rest.models import Location
-
-        from tests.rdm.records import RdmRecord, create_tables, drop_tables
-
-        with self.app.app_context():
-            drop_tables()
-            db.drop_all()
-            db.create_all()
-            create_tables()
-            db.session.add(Location(name="bench-s3", uri=f"s3://{bucket}", default=True))
-            record = RdmRecord.create({})
-            record.commit()
-            db.session.commit()
-            pid = record.pid.pid_value
-            db.session.remove()
-            return pid
 
     def close(self) -> None:
         self.server.shutdown()

@@ -450,11 +450,17 @@ class AppServer:
             shutil.rmtree(self.log.parent, ignore_errors=True)
 
 
-def start_gunicorn(config: dict, workers: int = 1, threads: int = 1, logdir: Path | None = None) -> AppServer:
-    """Serve the API app (oarepo_s3.app) with ``config`` under gunicorn; returns once every worker answers."""
+def start_gunicorn(config: dict, workers: int = 1, threads: int = 1, logdir: Path | None = None,
+                   rdm: bool = False) -> AppServer:
+    """Serve the API app (oarepo_s3.app) with ``config`` under gunicorn; returns once every worker answers.
+
+    ``rdm``: serve the InvenioRDM stand-in (``benchmarks/rdm_app.py``) instead, its links on this server's URL.
+    """
     import requests
 
     port = free_ports()[0]
+    if rdm:
+        config = {**config, "SITE_API_URL": f"http://127.0.0.1:{port}", "SITE_UI_URL": f"http://127.0.0.1:{port}"}
     own_logdir = logdir is None
     logdir = logdir or Path(tempfile.mkdtemp(prefix="oarepo-s3-bench-gunicorn-"))
     log = logdir / "gunicorn.log"
@@ -462,7 +468,7 @@ def start_gunicorn(config: dict, workers: int = 1, threads: int = 1, logdir: Pat
            "--workers", str(workers), "--log-level", "warning", "--timeout", "600", "--backlog", "2048"]
     if threads > 1:
         cmd += ["--threads", str(threads), "--worker-class", "gthread"]
-    env = {**os.environ, "OAREPO_S3_BENCH_CONFIG": json.dumps(config)}
+    env = {**os.environ, "OAREPO_S3_BENCH_CONFIG": json.dumps(config), "OAREPO_S3_BENCH_APP": "rdm" if rdm else ""}
     with open(log, "wb") as out:
         process = subprocess.Popen([*cmd, "wsgi:app"], env=env, stdout=out, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL)

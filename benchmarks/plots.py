@@ -13,7 +13,8 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 PLAIN = FuncFormatter(lambda value, _: f"{value:,.0f}" if value >= 100 else f"{value:.3g}")
 
-COLORS = {"oarepo-s3": "#1f77b4", "aws-cli": "#ff7f0e", "boto3": "#2ca02c"}
+COLORS = {"oarepo-s3": "#1f77b4", "aws-cli": "#ff7f0e", "boto3": "#2ca02c", "boto3-crt": "#98df8a",
+          "s5cmd": "#d62728", "rclone": "#9467bd", "oarepo-s3 --no-verify": "#aec7e8"}
 DPI = 110
 
 
@@ -81,7 +82,7 @@ def scale(data: dict, path: Path) -> Path:
 def client(data_by_s3: dict[str, dict], path: Path) -> Path:
     """Throughput and client CPU per GiB for each S3 and direction, grouped by method."""
     s3s = list(data_by_s3)
-    fig, axes = plt.subplots(2, len(s3s), figsize=(4.6 * len(s3s), 6), squeeze=False)
+    fig, axes = plt.subplots(2, len(s3s), figsize=(6.4 * len(s3s), 6.4), squeeze=False)
     for col, s3 in enumerate(s3s):
         data = data_by_s3[s3]
         for row, (field, label) in enumerate((("throughput_mb_s", "MB/s (higher is better)"),
@@ -139,4 +140,24 @@ def cleanup(rows_by_db: dict[str, list[dict]], path: Path) -> Path:
     ax.set_ylabel("ms per expired session")
     ax.set_title("Expiry cleanup: time per session", fontsize=9)
     ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def browser(data_by_s3: dict[str, dict], path: Path) -> Path:
+    """MB/s of the demo's page in Chromium vs ``oarepo-s3 upload``, per S3 server (same file, same app)."""
+    names = list(data_by_s3)
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    width = 0.38
+    for i, (method, color) in enumerate((("browser", "#9467bd"), ("oarepo-s3", COLORS["oarepo-s3"]))):
+        values = [data_by_s3[s3]["results"][method]["throughput_mb_s"] for s3 in names]
+        xs = [x + (i - 0.5) * width for x in range(len(names))]
+        bars = ax.bar(xs, values, width, color=color, label="web page (Chromium)" if method == "browser" else method)
+        for bar, value in zip(bars, values, strict=True):
+            ax.text(bar.get_x() + bar.get_width() / 2, value, f"{value:.0f}", ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(range(len(names)), [data_by_s3[s3]["s3"] for s3 in names])
+    ax.set_ylabel("MB/s (higher is better)")
+    any_run = next(iter(data_by_s3.values()))
+    ax.set_title(f"Upload of {any_run['size_mib']} MiB: the demo's page vs the CLI")
+    ax.legend(fontsize=8)
+    ax.margins(y=0.15)
     return _save(fig, path)

@@ -2,7 +2,7 @@
 
 ::
 
-    ./run-benchmarks.sh [--quick] [--only presign,scale,concurrency,client,cleanup,rdm] [--no-report]
+    ./run-benchmarks.sh [--quick] [--only presign,scale,concurrency,client,browser,cleanup,rdm] [--no-report]
 
 Starts one PostgreSQL for every benchmark that needs a database (each gets a
 fresh database on it); ``client`` starts moto and a Ceph RGW itself and
@@ -29,13 +29,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ("presign", "scale", "concurrency", "client", "cleanup", "rdm")
+BENCHMARKS = ("presign", "scale", "concurrency", "client", "browser", "cleanup", "rdm")
 
 FULL = {
     "presign": [["bench_presign.py", "--parts", "10000", "--repeat", "7"]],
     "scale": [["bench_scale.py", "--parts", "10,1000,10000", "--files", "10,100,1000", "--repeat", "5"]],
     "concurrency": [["bench_concurrency.py", "--clients", "50", "--uploads", "6", "--workers", "8"]],
-    "client": [["bench_client.py", "--s3", s3, "--size-mib", "1024", "--repeat", "3"] for s3 in ("moto", "ceph")],
+    # moto (the demo's S3): the settings of issue 16's aws-cli comparison; Ceph RGW: 1 GiB, 16 MiB parts, 8 in flight.
+    "client": [["bench_client.py", "--s3", "moto", "--size-mib", "256", "--part-size-mib", "8", "--concurrency", "10",
+                "--repeat", "3"],
+               ["bench_client.py", "--s3", "ceph", "--size-mib", "1024", "--repeat", "3"]],
+    "browser": [["bench_browser.py", "--s3", s3, "--size-mib", "1024", "--repeat", "3"] for s3 in ("moto", "ceph")],
     "cleanup": [["bench_cleanup.py", "--db", "postgresql", "--counts", "1000,10000"],
                 ["bench_cleanup.py", "--db", "sqlite", "--counts", "1000"]],
     "rdm": [["bench_rdm.py", "--parts", "1000,10000", "--repeat", "5"]],
@@ -45,18 +49,19 @@ QUICK = {
     "scale": [["bench_scale.py", "--parts", "10,100,1000", "--files", "10,100", "--repeat", "3"]],
     "concurrency": [["bench_concurrency.py", "--clients", "50", "--uploads", "2", "--workers", "8"]],
     "client": [["bench_client.py", "--s3", s3, "--size-mib", "128", "--repeat", "1"] for s3 in ("moto", "ceph")],
+    "browser": [["bench_browser.py", "--s3", s3, "--size-mib", "128", "--repeat", "1"] for s3 in ("moto", "ceph")],
     "cleanup": [["bench_cleanup.py", "--db", "postgresql", "--counts", "100,500"],
                 ["bench_cleanup.py", "--db", "sqlite", "--counts", "100"]],
     "rdm": [["bench_rdm.py", "--parts", "100,1000", "--repeat", "3"]],
 }
-NEEDS_PG = {"scale", "concurrency", "client", "cleanup", "rdm"}
+NEEDS_PG = {"scale", "concurrency", "client", "browser", "cleanup", "rdm"}
 
 
 def result_name(cmd: list[str]) -> str:
     """The JSON file a benchmark command writes (without the directory)."""
     script = cmd[0].removeprefix("bench_").removesuffix(".py")
-    if script == "client":
-        return f"client-{cmd[cmd.index('--s3') + 1]}"
+    if script in ("client", "browser"):
+        return f"{script}-{cmd[cmd.index('--s3') + 1]}"
     if script == "cleanup":
         return f"cleanup-{cmd[cmd.index('--db') + 1]}"
     return script

@@ -8,10 +8,11 @@ its environment; each runs as a subprocess, so its CPU time is its own.
   ``max_concurrent_requests`` in its config file, checksums ``when_required``;
 * ``boto3``     - ``client.upload_file`` / ``download_file`` with the same ``TransferConfig``;
 * ``boto3-crt`` - boto3's AWS CRT transfer manager (``s3transfer.crt.CRTTransferManager``,
-  the C client of ``boto3[crt]`` and aws-cli v2): boto3 itself turns it on only on
-  instance types AWS lists and only for AWS endpoints, so it is built here as aws-cli v2
-  builds it, with the part size and the connection count set; it always sends every part's
-  CRC32, in a header here (Ceph RGW 16 refuses the aws-chunked trailer the CRT puts it in);
+  the C client of ``boto3[crt]`` and aws-cli v2; awscrt on this child's path only, see
+  :data:`CRT_DIR`): boto3 itself turns it on only on instance types AWS lists and only for
+  AWS endpoints, so it is built here as aws-cli v2 builds it, with the part size and the
+  connection count set; it always sends every part's CRC32, in a header here (Ceph RGW 16
+  refuses the aws-chunked trailer the CRT puts it in);
 * ``s5cmd``     - ``s5cmd cp --part-size --concurrency`` (Go, aws-sdk-go);
 * ``rclone``    - ``rclone copyto`` with ``--s3-chunk-size``/``--s3-upload-concurrency`` up and
   ``--multi-thread-streams``/``--multi-thread-chunk-size`` down (Go; its default integrity
@@ -21,13 +22,28 @@ its environment; each runs as a subprocess, so its CPU time is its own.
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from common import REGION, MiB
+from common import REGION, ROOT, MiB
 
 BIN = Path(sys.executable).parent
+CRT_DIR = Path(sys.prefix) / "bench-crt"
+"""awscrt for the ``boto3-crt`` child alone (``requirements/bench-crt.txt``): in the venv itself it would
+switch botocore to its CRT signer for everything, the tests' byte-for-byte presigning checks included."""
+
+
+def ensure_crt() -> Path:
+    """Install ``requirements/bench-crt.txt`` into :data:`CRT_DIR` once (uv, seconds); its path."""
+    wanted = (ROOT / "requirements" / "bench-crt.txt").read_text()
+    stamp = CRT_DIR / ".requirements"
+    if not stamp.exists() or stamp.read_text() != wanted:
+        subprocess.run([str(BIN / "uv"), "pip", "install", "--quiet", "-p", sys.executable, "--target", str(CRT_DIR),
+                        "--no-deps", "-r", str(ROOT / "requirements" / "bench-crt.txt")], check=True)
+        stamp.write_text(wanted)
+    return CRT_DIR
 
 BOTO3_CHILD = """
 import sys, boto3
@@ -99,6 +115,8 @@ class S3Tool:
         env = {**os.environ, "AWS_ACCESS_KEY_ID": self.access_key, "AWS_SECRET_ACCESS_KEY": self.secret_key,
                "AWS_DEFAULT_REGION": REGION, "AWS_REGION": REGION, "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
                "AWS_CONFIG_FILE": str(self._aws_config()), "RCLONE_CONFIG": "/dev/null"}
+        if self.name == "boto3-crt":
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ensure_crt()), env.get("PYTHONPATH")]))
         if self.name == "rclone":  # its on-the-fly ":s3:" remote, configured by environment variables
             env.update(RCLONE_S3_PROVIDER="Ceph", RCLONE_S3_ENV_AUTH="false", RCLONE_S3_ACCESS_KEY_ID=self.access_key,
                        RCLONE_S3_SECRET_ACCESS_KEY=self.secret_key, RCLONE_S3_ENDPOINT=self.endpoint,
