@@ -39,7 +39,7 @@ from ..results import UploadSession
 from ..service import ReportedPart
 from .bounds import body_bytes, load_json
 from .common import owned_draft
-from .parsing import MAX_PART_NUMBER, CompleteSchema, SignSchema, parse_json
+from .parsing import MAX_PART_NUMBER, CompleteSchema, parse_json, parse_sign_request
 from .serializers import DRAFTS, api_url, parts_json
 
 MiB = 1024 * 1024
@@ -157,19 +157,9 @@ def sign_batch(pid_value: str, upload_id: str) -> Response:
 
 
 def _sign_batch_with_digests(session: UploadSession) -> Response:
-    body = parse_json(SignSchema())
-    numbers = body["parts"]
-    if len(set(numbers)) != len(numbers):
-        raise RequestValidationError([("parts", "part numbers must not repeat")])
-    md5s = {int(n): d for n, d in (body["content_md5"] or {}).items()}
-    sha256s = {int(n): d for n, d in (body["content_sha256"] or {}).items()}
-    urls = service.sign_parts(session, numbers, md5s, sha256s)
-    headers: dict[str, dict[str, str]] = {}
-    for n in urls:
-        signed = {**({"Content-MD5": md5s[n]} if n in md5s else {}),
-                  **({"x-amz-content-sha256": sha256s[n]} if n in sha256s else {})}
-        if signed:
-            headers[str(n)] = signed
+    asked = parse_sign_request()
+    urls = service.sign_parts(session, asked.parts, asked.md5s, asked.sha256s)
+    headers = {str(n): asked.headers(n) for n in urls if asked.headers(n)}
     return jsonify({"presignedUrls": {str(n): u for n, u in urls.items()}, "headers": headers,
                     "expires": service.url_lifetime(session)})
 

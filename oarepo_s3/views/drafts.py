@@ -21,7 +21,7 @@ from .bounds import limit_request_body
 from .common import json_error, owned_draft
 from .companion import register_companion_routes
 from .multipart import multipart_actions
-from .parsing import CreateDraftSchema, SignSchema, init_upload_schema, parse_json, parse_json_or_form
+from .parsing import CreateDraftSchema, init_upload_schema, parse_json, parse_json_or_form, parse_sign_request
 from .security import check_cross_site_request
 from .serializers import DRAFTS, FILE_ACTIONS, RECORDS, api_url, file_json, parts_json, record_json
 
@@ -110,24 +110,14 @@ def resume(pid_value: str, key: str) -> Response:
 def sign(pid_value: str, key: str) -> Response:
     """``POST .../files/<key>/multipart/sign {"parts": [1, 2]}``: fresh presigned part URLs."""
     session = service.upload_of(owned_draft(pid_value).bucket_id, validate_key(key))
-    body = parse_json(SignSchema())
-    numbers = body["parts"]
-    if len(set(numbers)) != len(numbers):
-        raise RequestValidationError([("parts", "part numbers must not repeat")])
-    md5s = {int(n): d for n, d in (body["content_md5"] or {}).items()}
-    sha256s = {int(n): d for n, d in (body["content_sha256"] or {}).items()}
-    urls = service.sign_parts(session, numbers, md5s, sha256s)
-    return jsonify({"parts": [_signed_part(n, u, md5s, sha256s) for n, u in urls.items()],
+    asked = parse_sign_request()
+    urls = service.sign_parts(session, asked.parts, asked.md5s, asked.sha256s)
+    return jsonify({"parts": [_signed_part(n, u, asked.headers(n)) for n, u in urls.items()],
                     "expires_in": service.url_lifetime(session)})
 
 
-def _signed_part(number: int, url: str, md5s: dict[int, str], sha256s: dict[int, str]) -> dict[str, Any]:
+def _signed_part(number: int, url: str, headers: dict[str, str]) -> dict[str, Any]:
     """One signed part; ``headers`` lists what the PUT must send (the signed digests)."""
-    headers = {}
-    if number in md5s:
-        headers["Content-MD5"] = md5s[number]
-    if number in sha256s:
-        headers["x-amz-content-sha256"] = sha256s[number]
     return {"PartNumber": number, "url": url, **({"headers": headers} if headers else {})}
 
 

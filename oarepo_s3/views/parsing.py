@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import cache
 from typing import Any, NoReturn
 
@@ -146,6 +147,30 @@ class SignSchema(Schema):
     parts = PartNumbers(required=True)
     content_md5 = _digests_by_part()
     content_sha256 = _digests_by_part()
+
+
+@dataclass(frozen=True)
+class SignRequest:
+    """A parsed sign body (:class:`SignSchema`): the part numbers and the digests to sign into their URLs."""
+
+    parts: list[int]
+    md5s: dict[int, str]
+    sha256s: dict[int, str]
+
+    def headers(self, number: int) -> dict[str, str]:
+        """What the PUT of part ``number`` must send: its signed digests."""
+        return {**({"Content-MD5": self.md5s[number]} if number in self.md5s else {}),
+                **({"x-amz-content-sha256": self.sha256s[number]} if number in self.sha256s else {})}
+
+
+def parse_sign_request() -> SignRequest:
+    """The JSON sign body of the REST API and of Uppy's batch route. :raises RequestValidationError: bad body."""
+    body = parse_json(SignSchema())
+    numbers = body["parts"]
+    if len(set(numbers)) != len(numbers):
+        raise RequestValidationError([("parts", "part numbers must not repeat")])
+    return SignRequest(numbers, {int(n): d for n, d in (body["content_md5"] or {}).items()},
+                       {int(n): d for n, d in (body["content_sha256"] or {}).items()})
 
 
 def parse_json(schema: Schema) -> dict[str, Any]:
