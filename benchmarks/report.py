@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common
 import plots
+from s3_tools import DOWNLOAD_CHECKS
 
 GiB = common.GiB
 
@@ -142,8 +143,9 @@ class Report:
                  "storage, under gunicorn alike): Content-MD5 on every part, as records-resources' part links sign "
                  "no SHA-256. The S3 tools (`benchmarks/s3_tools.py`): aws-cli and boto3 (`when_required`: "
                  "no extra CRC32; on plain `http://` botocore signs each part's SHA-256, so they hash every byte "
-                 "too), boto3's AWS CRT transfer manager (CRC32 of every part), s5cmd and rclone (Content-MD5 of every "
-                 "part, and the file's MD5 checked after a download). The last two columns are oarepo-s3's ratio to "
+                 "too), boto3's AWS CRT transfer manager (CRC32 of every part), s5cmd (Go's AWS SDK: each part's "
+                 "SHA-256 signed on `http://`) and rclone (Content-MD5 of every part, the file's MD5 in its metadata, "
+                 "checked after a download). The last two columns are oarepo-s3's ratio to "
                  "the row's client, in the same direction: speed above 1 and CPU below 1 are oarepo-s3's wins.", "")
         for s3, d in runs.items():
             cpus = d["machine"]["cpus"]
@@ -253,7 +255,8 @@ class Report:
             unchecked = by.get("oarepo-s3 --no-verify")
             if why_speed and direction == "download" and unchecked:
                 why_speed += (f" Our download hashes every byte (MD5, {self.hash_floors(d).get('md5', 0.0):.2f} CPU "
-                              f"s/GiB alone) to check it against the file's checksum; {fastest} checks nothing. "
+                              f"s/GiB alone) to check it against the file's checksum; {fastest} "
+                              f"{DOWNLOAD_CHECKS.get(fastest, 'checks nothing')}. "
                               f"Without the check (`--no-verify`, same run): {unchecked['throughput_mb_s']:.0f} MB/s, "
                               f"{unchecked['throughput_mb_s'] / tools[fastest]['throughput_mb_s']:.2f}x {fastest}'s, "
                               f"at {unchecked['cpu_s_per_gib'] / tools[leanest]['cpu_s_per_gib']:.2f}x "
@@ -316,8 +319,8 @@ class Report:
                 return ""
             return (f"our download hashes every byte (MD5) to compare it with the file's checksum: "
                     f"{ours['cpu_s_per_gib']:.2f} CPU s/GiB with it, {unchecked['cpu_s_per_gib']:.2f} without it "
-                    f"(`--no-verify`), {unchecked['cpu_s_per_gib'] / best['cpu_s_per_gib']:.2f}x {best_name}'s, "
-                    f"which checks nothing on a download.")
+                    f"(`--no-verify`), {unchecked['cpu_s_per_gib'] / best['cpu_s_per_gib']:.2f}x {best_name}'s "
+                    f"({best_name} {DOWNLOAD_CHECKS.get(best_name, 'checks nothing')}).")
         algorithm = (d.get("checksum_algorithms") or ["md5"])[0]
         floor = self.hash_floors(d).get(algorithm, 0.0)
         label = {"md5": "MD5", "sha256": "SHA-256"}.get(algorithm, algorithm)

@@ -165,3 +165,8 @@ class S3Tool:
 
 
 TOOLS = ("aws-cli", "boto3", "boto3-crt", "s5cmd", "rclone")
+DOWNLOAD_CHECKS = {
+    "boto3-crt": "checks a CRC32 only where S3 stored one (Ceph RGW 16 stores none)",
+    "rclone": "checks the file's MD5 too (from the metadata it stored on upload)",
+}
+"""What each tool checks of a download's bytes beyond their length (the others: nothing, as configured here)."""
