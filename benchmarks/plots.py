@@ -14,7 +14,8 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 PLAIN = FuncFormatter(lambda value, _: f"{value:,.0f}" if value >= 100 else f"{value:.3g}")
 
 COLORS = {"oarepo-s3": "#1f77b4", "aws-cli": "#ff7f0e", "boto3": "#2ca02c", "boto3-crt": "#98df8a",
-          "s5cmd": "#d62728", "rclone": "#9467bd", "oarepo-s3 --no-verify": "#aec7e8"}
+          "s5cmd": "#d62728", "rclone": "#9467bd", "oarepo-s3 via InvenioRDM": "#6baed6",
+          "oarepo-s3 --no-verify": "#aec7e8"}
 DPI = 110
 
 
