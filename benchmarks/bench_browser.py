@@ -36,7 +36,6 @@ ones) after one warm-up upload each; medians of ``--repeat`` runs.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import subprocess
@@ -49,6 +48,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common
 from common import ROOT, GiB, MiB, median
+
+from oarepo_s3_client.parts import file_part_md5s, s3etag
 
 METHODS = ("browser", "oarepo-s3")
 CORS_RULES = [{
@@ -69,39 +70,6 @@ def demo_wsgi():
 
     wsgi.app.app.register_blueprint(blueprint)
     return wsgi.app
-
-
-def start_app(config: dict, logdir: Path, threads: int = 8) -> common.AppServer:
-    """:func:`common.start_gunicorn`, one worker, serving :func:`demo_wsgi` (the API and the web page)."""
-    import requests
-
-    port = common.free_ports()[0]
-    log = logdir / "gunicorn.log"
-    cmd = [sys.executable, "-m", "gunicorn", "--chdir", str(ROOT / "benchmarks"), "--bind", f"127.0.0.1:{port}",
-           "--workers", "1", "--threads", str(threads), "--worker-class", "gthread", "--log-level", "warning",
-           "--timeout", "600", "bench_browser:demo_wsgi()"]
-    env = {**os.environ, "OAREPO_S3_BENCH_CONFIG": json.dumps(config),
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    with open(log, "wb") as out:
-        process = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    server = common.AppServer(f"http://127.0.0.1:{port}", process, log)
-    try:
-        common.wait_for_port(port, process, "gunicorn", timeout=120)
-        deadline = time.monotonic() + 180
-        while True:
-            if process.poll() is not None:
-                raise SystemExit(f"gunicorn exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-            try:
-                requests.get(f"{server.url}/_bench/bytes", timeout=60).raise_for_status()
-                break
-            except requests.RequestException:
-                if time.monotonic() > deadline:
-                    raise SystemExit(f"gunicorn did not answer:\n{log.read_text()[-3000:]}") from None
-                time.sleep(0.2)
-    except BaseException:
-        server.stop()
-        raise
-    return server
 
 
 def run_script(name: str) -> str:
@@ -129,15 +97,6 @@ def chromium_pids(root: int) -> list[int]:
     return [p for p in found if not name(parent(p)).startswith("chrom")]
 
 
-def s3_multipart_etag(path: Path, part_size: int) -> str:
-    """S3's ETag of ``path`` uploaded in parts of ``part_size``: MD5 of the parts' MD5s, dash, part count."""
-    digests = []
-    with open(path, "rb") as fp:
-        while block := fp.read(part_size):
-            digests.append(hashlib.md5(block, usedforsecurity=False).digest())
-    return f"{hashlib.md5(b''.join(digests), usedforsecurity=False).hexdigest()}-{len(digests)}"
-
-
 class Bench:
     """S3, PostgreSQL, the app (API + page), a signed-in browser page and the CLI."""
 
@@ -160,7 +119,7 @@ class Bench:
 
             seeded = common.seed(create_app(config), self.bucket)
             run_script("web-assets.sh")
-            self.server = start_app(config, self.work)
+            self.server = common.start_gunicorn(config, threads=8, logdir=self.work, target="bench_browser:demo_wsgi()")
             self.draft_id = seeded["draft_id"]
             self.draft = f"{self.server.url}/draft/records/{self.draft_id}"
             self.token = seeded["token"]
@@ -280,7 +239,7 @@ class Bench:
     def check(self, key: str, part_size: int) -> None:
         """Completed with every byte: S3's ETag (of the parts' MD5s), size and the API's checksum as computed here."""
         if part_size not in self.expected:
-            self.expected[part_size] = s3_multipart_etag(self.path, part_size)
+            self.expected[part_size] = s3etag(file_part_md5s(self.path, part_size)).removeprefix("s3etag:")
         etag = self.expected[part_size]
         entry = self.api.get(f"{self.draft}/files/{key}", timeout=60).json()
         objects = self.s3_client.list_objects_v2(Bucket=self.bucket).get("Contents", [])

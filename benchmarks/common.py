@@ -451,10 +451,11 @@ class AppServer:
 
 
 def start_gunicorn(config: dict, workers: int = 1, threads: int = 1, logdir: Path | None = None,
-                   rdm: bool = False) -> AppServer:
+                   rdm: bool = False, target: str = "wsgi:app") -> AppServer:
     """Serve the API app (oarepo_s3.app) with ``config`` under gunicorn; returns once every worker answers.
 
     ``rdm``: serve the InvenioRDM stand-in (``benchmarks/rdm_app.py``) instead, its links on this server's URL.
+    ``target``: gunicorn's app, a module of ``benchmarks/`` or of the repository (which is on the path).
     """
     import requests
 
@@ -468,9 +469,10 @@ def start_gunicorn(config: dict, workers: int = 1, threads: int = 1, logdir: Pat
            "--workers", str(workers), "--log-level", "warning", "--timeout", "600", "--backlog", "2048"]
     if threads > 1:
         cmd += ["--threads", str(threads), "--worker-class", "gthread"]
-    env = {**os.environ, "OAREPO_S3_BENCH_CONFIG": json.dumps(config), "OAREPO_S3_BENCH_APP": "rdm" if rdm else ""}
+    env = {**os.environ, "OAREPO_S3_BENCH_CONFIG": json.dumps(config), "OAREPO_S3_BENCH_APP": "rdm" if rdm else "",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     with open(log, "wb") as out:
-        process = subprocess.Popen([*cmd, "wsgi:app"], env=env, stdout=out, stderr=subprocess.STDOUT,
+        process = subprocess.Popen([*cmd, target], env=env, stdout=out, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL)
     server = AppServer(f"http://127.0.0.1:{port}", process, log, own_logdir)
     try:
