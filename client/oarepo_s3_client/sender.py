@@ -65,7 +65,8 @@ class PartSender:
     def __init__(self, ctx: TransferContext):
         self.ctx = ctx
 
-    def run(self, upload: FileUpload, parts: list[PartRange], probe: Callable[[], str] | None = None) -> None:
+    def run(self, upload: FileUpload, parts: list[PartRange],
+            probe: Callable[[PartRange], str] | None = None) -> None:
         """Send (or, for parts in ``upload.held``, first check) ``parts``; the first failure stops the others.
 
         Parts S3 may already hold are checked one by one (:meth:`_part_task`).
@@ -80,7 +81,11 @@ class PartSender:
         ``probe`` (which digest does this S3 verify?) runs beside the first
         window, whose ``concurrency`` parts go with ``upload.algorithm``
         (MD5, which every S3 checks); its answer sets the algorithm of every
-        later window. No part waits for the probe's round trip.
+        later window. No part waits for the probe's round trip. The probe
+        sends a part of a later window (the shortest, the last of those): one
+        that is sent in any case, and only after the probe has answered, so
+        the same part is never in flight twice. When every part fits in the
+        first window there is nothing to decide and no probe is sent.
         """
         futures: list[Future[None]] = [self.ctx.executor.submit(self._part_task, upload, p) for p in parts
                                        if p.number in upload.held]
@@ -89,7 +94,10 @@ class PartSender:
         window = max(1, self.ctx.config.sign_batch)
         first = min(window, self.ctx.config.concurrency) if probe is not None else window
         chunks = [fresh[:first]] + [fresh[i : i + window] for i in range(first, len(fresh), window)]
-        deciding = self.ctx.executor.submit(probe) if probe is not None else None
+        later = fresh[first:]
+        deciding = None
+        if probe is not None and later:
+            deciding = self.ctx.executor.submit(probe, min(later, key=lambda r: (r.length, -r.number)))
         hashers = ThreadPoolExecutor(min(2, self.ctx.config.concurrency), thread_name_prefix="oarepo-s3-hash")
         try:
             for i, chunk in enumerate(c for c in chunks if c):

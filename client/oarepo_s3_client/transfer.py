@@ -378,17 +378,9 @@ class Uploader:
         done_bytes = sum(r.length for r in upload.ranges if r.number in upload.done)
         self.progress.start(upload.key, upload.size, done_bytes)
         todo = [r for r in upload.ranges if r.number not in upload.done]
-        # Probe with a part that will be sent in any case (not one S3 may already hold): the shortest, the last
-        # of those (sent last, long after the probe has its answer).
-        candidates = [r for r in todo if r.number not in upload.held]
         known = self._algorithm_known()
-        if known is not None or not candidates:
-            upload.algorithm = known or "md5"
-            self.sender.run(upload, todo)
-            return
-        probe_part = min(candidates, key=lambda r: (r.length, -r.number))
-        upload.algorithm = "md5"  # until the probe answers: see PartSender.run
-        self.sender.run(upload, todo, probe=lambda: self._probe(upload, probe_part))
+        upload.algorithm = known or "md5"  # until the probe answers: see PartSender.run
+        self.sender.run(upload, todo, probe=None if known else lambda part: self._probe(upload, part))
 
     def _algorithm_known(self) -> str | None:
         """``md5`` or ``sha256`` when known without a probe (see ``TransferConfig.checksum``), else ``None``."""

@@ -45,6 +45,16 @@ def test_sha256_where_s3_verifies_it_md5_where_it_does_not(make_uploader, make_f
         assert signed[3] == signed[4] == md5
 
 
+def test_parts_that_fit_the_first_window_go_once_with_md5_and_no_probe(make_uploader, make_file, proxy, owner):
+    """Nothing is left to decide for: a probe would only send one of these parts twice at once."""
+    path = make_file("one-window.bin", 2 * 5 * MiB + 1)
+    result = make_uploader(config=sha256_config(concurrency=3)).upload(path)
+
+    assert result.status == "completed" and result.checksum_algorithm == "md5"
+    assert proxy.probes() == [] and sorted(e.part for e in proxy.part_puts()) == [1, 2, 3]
+    assert owner.api().get(result.content_url, timeout=60).content == path.read_bytes()
+
+
 @pytest.mark.s3_backends("ceph")
 def test_damaged_part_is_refused_by_its_sha256_and_sent_again(make_uploader, make_file, proxy, owner):
     path = make_file("damaged-sha.bin", 3 * 5 * MiB)
