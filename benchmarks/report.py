@@ -387,6 +387,7 @@ class Report:
                      + (f" and, during this run, other processes on the shared machine ({others:.0f} CPU s of "
                         f"{busy:.0f})." if others >= 0.1 * busy else "."), "")
         self.control_plane(d)
+        self.control_plane_profile()
         self.image(plots.concurrency(d, self.images / "perf-concurrency.png"), "latency under concurrency")
 
     def control_plane(self, d: dict) -> None:
@@ -425,6 +426,47 @@ class Report:
                    f"Flask, the ORM and our code (the baseline's: {fmt(base.get('rest_ms'), 2)})")
             self.targets.append((f"{labels[name]}: app CPU per request <= {limit:g}x the baseline's",
                                  f"{fmt(ratio, 2)}x", None if ratio is None else ratio <= limit, why))
+
+    def control_plane_profile(self) -> None:
+        """Where each request type's CPU goes, by the package that spends it (``profile_control_plane.py``)."""
+        d = self.data.get("profile_control_plane")
+        if not d:
+            return
+        kinds = [k for k in ("baseline", "init", "sign", "complete") if k in d["requests"]]
+        shown: dict[str, float] = {}
+        for kind in kinds:
+            for pkg, ms in d["requests"][kind]["by_package_ms"].items():
+                shown[pkg] = max(shown.get(pkg, 0.0), ms)
+        packages = [p for p, ms in sorted(shown.items(), key=lambda kv: -kv[1]) if ms >= 0.1]
+        self.add("### Where the control plane's CPU goes, by package", "",
+                 f"`benchmarks/profile_control_plane.py`: the same app in one process on PostgreSQL and moto, driven "
+                 f"by Flask's test client, {d['uploads']} uploads of {d['parts']} parts timed, then {d['uploads']} "
+                 "more under cProfile timed by thread CPU (waits for S3 and the database are not in it). Each "
+                 "function's own CPU is credited to its package; the standard library's and built-ins' to the "
+                 "package that called them (`json` under Flask is Flask's, `http.client` under urllib3 urllib3's). "
+                 "The profile's shares are applied to the request's unprofiled CPU (median). Unlike the table "
+                 "above, which charges work to whoever asked for it (the token check's queries are *auth*), this "
+                 "one charges it to the code that ran: the token check's queries are SQLAlchemy's.", "",
+                 "| package (ms per request) | " + " | ".join(kinds) + " |",
+                 "|---|" + "---:|" * len(kinds))
+        for pkg in packages:
+            self.add(f"| {pkg} | " + " | ".join(fmt(d["requests"][k]["by_package_ms"].get(pkg), 2)
+                                                if pkg in d["requests"][k]["by_package_ms"] else "-"
+                                                for k in kinds) + " |")
+        self.add("| **all (unprofiled median)** | " + " | ".join(f"**{fmt(d['requests'][k]['cpu_ms_median'], 2)}**"
+                                                                for k in kinds) + " |", "")
+        floor = d.get("s3_call_floor_ms")
+        if floor and "complete" in d["requests"] and "baseline" in d["requests"]:
+            saved = 3 * (floor["botocore_call"] - floor["presigned_call"])
+            complete, baseline = d["requests"]["complete"]["cpu_ms_median"], d["requests"]["baseline"]["cpu_ms_median"]
+            verdict = ("enough" if complete - saved <= 2 * baseline else "not enough")
+            self.add(f"One S3 control call (ListParts of 10 parts against moto), CPU per call: "
+                     f"{fmt(floor['botocore_call'], 2)} ms through boto3, {fmt(floor['presigned_call'], 2)} ms for the "
+                     "same request presigned by `oarepo_s3.presign` and sent with urllib3: the floor of any S3 client "
+                     "(HTTP and XML). At that floor the three calls of a completion (ListParts, "
+                     f"CompleteMultipartUpload, HeadObject) would cost {fmt(saved, 2)} ms less: complete "
+                     f"{fmt(complete - saved, 2)} ms against the baseline's {fmt(baseline, 2)}, "
+                     f"{fmt((complete - saved) / baseline, 2)}x, {verdict} for the 2x target.", "")
 
     def cleanup(self) -> None:
         self.add("## Cleanup of expired uploads", "")

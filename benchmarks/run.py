@@ -34,7 +34,8 @@ BENCHMARKS = ("presign", "scale", "concurrency", "client", "browser", "cleanup",
 FULL = {
     "presign": [["bench_presign.py", "--parts", "10000", "--repeat", "7"]],
     "scale": [["bench_scale.py", "--parts", "10,1000,10000", "--files", "10,100,1000", "--repeat", "5"]],
-    "concurrency": [["bench_concurrency.py", "--clients", "50", "--uploads", "6", "--workers", "8"]],
+    "concurrency": [["bench_concurrency.py", "--clients", "50", "--uploads", "6", "--workers", "8"],
+                    ["profile_control_plane.py", "--uploads", "200"]],
     # moto (the demo's S3): the settings of issue 16's aws-cli comparison; Ceph RGW: 1 GiB, 16 MiB parts, 8 in flight.
     "client": [["bench_client.py", "--s3", "moto", "--size-mib", "256", "--part-size-mib", "8", "--concurrency", "10",
                 "--repeat", "3"],
@@ -47,7 +48,8 @@ FULL = {
 QUICK = {
     "presign": [["bench_presign.py", "--parts", "2000", "--repeat", "3"]],
     "scale": [["bench_scale.py", "--parts", "10,100,1000", "--files", "10,100", "--repeat", "3"]],
-    "concurrency": [["bench_concurrency.py", "--clients", "50", "--uploads", "2", "--workers", "8"]],
+    "concurrency": [["bench_concurrency.py", "--clients", "50", "--uploads", "2", "--workers", "8"],
+                    ["profile_control_plane.py", "--uploads", "50"]],
     "client": [["bench_client.py", "--s3", s3, "--size-mib", "128", "--repeat", "1"] for s3 in ("moto", "ceph")],
     "browser": [["bench_browser.py", "--s3", s3, "--size-mib", "128", "--repeat", "1"] for s3 in ("moto", "ceph")],
     "cleanup": [["bench_cleanup.py", "--db", "postgresql", "--counts", "100,500"],

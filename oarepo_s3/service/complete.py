@@ -28,7 +28,7 @@ from ..results import FileEntry, UploadedPart, UploadSession
 from ..s3 import normalize_etag
 from ..sizes import expected_part_size
 from .files import entry_with_session, head_version
-from .locks import lock_bucket, lock_session_of_version, lock_upload
+from .locks import lock_bucket, lock_head_session, lock_upload
 from .signing import SessionRef, describe, ensure_in_progress, session_id
 from .transaction import atomic, owns_transaction
 
@@ -78,10 +78,11 @@ def complete_file_upload(bucket_id: uuid.UUID, key: str, parts: Iterable[Reporte
     """
     with atomic():
         lock_bucket(bucket_id, shared=True, may_restart=owns_transaction())
-        obj = head_version(bucket_id, key)
-        row = lock_session_of_version(obj.version_id, with_file=True)
-        if row is None:
+        found = lock_head_session(bucket_id, key)
+        if found is None:
+            head_version(bucket_id, key)  # raises FileNotFound when the key has no file at all
             raise FileNotFound(f"{key!r} was not uploaded with a multipart upload.")
+        obj, row = found
         if row.status is not MultipartUploadStatus.COMPLETE:
             _complete(row, None if parts is None else list(parts))
         entry = entry_with_session(obj, row)  # before the commit expires them (no reload)

@@ -29,7 +29,7 @@ import uuid
 
 import sqlalchemy as sa
 from invenio_db import db
-from invenio_files_rest.models import Bucket
+from invenio_files_rest.models import Bucket, ObjectVersion
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import joinedload
 
@@ -115,21 +115,36 @@ def lock_session(session_id: uuid.UUID, *, skip_locked: bool = False) -> Multipa
     return row
 
 
-def lock_session_of_version(version_id: uuid.UUID, *, with_file: bool = False) -> MultipartUploadSession | None:
-    """Lock the session of a file version (after its bucket's) and return it read afresh; None: it has none.
-
-    :param with_file: load ``row.file`` in the same query, read afresh too (its row is not locked).
-    """
+def lock_session_of_version(version_id: uuid.UUID) -> MultipartUploadSession | None:
+    """Lock the session of a file version (after its bucket's) and return it read afresh; None: it has none."""
     query = (
         sa.select(MultipartUploadSession)
         .where(MultipartUploadSession.version_id == version_id)
         .with_for_update(of=MultipartUploadSession)
         .execution_options(populate_existing=True)
     )
-    if with_file:
-        query = query.options(joinedload(MultipartUploadSession.file))
     row: MultipartUploadSession | None = db.session.execute(query).scalars().first()
     return row
+
+
+def lock_head_session(bucket_id: uuid.UUID, key: str) -> tuple[ObjectVersion, MultipartUploadSession] | None:
+    """The key's head version and its session, locked (after the bucket's) and read afresh, with its file: one query.
+
+    What :func:`~.files.head_version` then :func:`lock_session_of_version`
+    (with the file loaded) give, in one statement. None: no head with a file,
+    or its file has no session; the caller tells which apart (a rare path).
+    """
+    query = (
+        sa.select(ObjectVersion, MultipartUploadSession)
+        .join(MultipartUploadSession, MultipartUploadSession.version_id == ObjectVersion.version_id)
+        .where(ObjectVersion.bucket_id == bucket_id, ObjectVersion.key == key, ObjectVersion.is_head.is_(True),
+               ObjectVersion.file_id.is_not(None))
+        .options(joinedload(MultipartUploadSession.file))
+        .with_for_update(of=MultipartUploadSession)
+        .execution_options(populate_existing=True)
+    )
+    found = db.session.execute(query).first()
+    return None if found is None else (found[0], found[1])
 
 
 def bucket_of(session_id: uuid.UUID) -> uuid.UUID | None:

@@ -182,8 +182,10 @@ def _new_head_version(bucket: Bucket, key: str, mimetype: str | None, fileinstan
         .where(ObjectVersion.bucket_id == bucket.id, ObjectVersion.key == key, ObjectVersion.is_head.is_(True))
         .values(is_head=False)
     )
+    # By its id, not the relationship: appending to ``fileinstance.objects`` would cost an UPDATE of the
+    # file row's timestamp right after its INSERT.
     obj = ObjectVersion(bucket_id=bucket.id, key=key, version_id=uuid.uuid4(), is_head=True, mimetype=mimetype,
-                        file=fileinstance)
+                        file_id=fileinstance.id)
     db.session.add(obj)
     return obj
 

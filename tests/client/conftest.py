@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from ..fault_proxy import FaultProxy
+from ..proxied_s3 import app_config, module_proxy  # noqa: F401 (fixtures: the app talks to S3 through the proxy)
 from ..rest.conftest import *  # noqa: F403  (app, users, owner, api_url, draft, state)
 
 MiB = 1024 * 1024
@@ -25,24 +25,6 @@ try:  # installed (scripts/bootstrap.sh: pip install -e client)
     import oarepo_s3_client  # noqa: F401
 except ImportError:  # not installed: test the source tree all the same
     sys.path.insert(0, str(CLIENT_SRC))
-
-
-@pytest.fixture(scope="module")
-def module_proxy(s3_server):
-    """The proxy in front of the backend's S3 (one per module, like the app)."""
-    proxy = FaultProxy(s3_server).start()
-    yield proxy
-    proxy.stop()
-
-
-@pytest.fixture(scope="module")
-def app_config(app_config, module_proxy, database_uri):
-    """The app signs URLs for (and talks to S3 through) the proxy.
-
-    (``database_uri`` is named so that pytest keeps parametrising over the
-    databases through this override.)
-    """
-    return {**app_config, "S3_ENDPOINT_URL": module_proxy.url}
 
 
 @pytest.fixture(autouse=True)
@@ -58,7 +40,7 @@ def _fresh_proxy(request):
 
 
 @pytest.fixture()
-def proxy(module_proxy):
+def proxy(module_proxy):  # noqa: F811 (the imported fixture)
     """The proxy in front of S3, fresh for this test."""
     return module_proxy
 

@@ -13,27 +13,12 @@ import signal
 import subprocess
 import sys
 
-import pytest
-
-from ..fault_proxy import FaultProxy
+from ..proxied_s3 import app_config, module_proxy  # noqa: F401 (fixtures: part links signed for the proxy)
 from .test_client import PART, _file, files_url, make_uploader  # noqa: F401 (fixtures)
 
 
-@pytest.fixture(scope="module")
-def module_proxy(s3_server):
-    proxy = FaultProxy(s3_server).start()
-    yield proxy
-    proxy.stop()
-
-
-@pytest.fixture(scope="module")
-def app_config(app_config, module_proxy, database_uri):
-    """Part links signed for (and the app's S3 calls through) the proxy; ``database_uri`` keeps the lanes."""
-    return {**app_config, "S3_ENDPOINT_URL": module_proxy.url}
-
-
 def test_kill_9_then_resume_sends_only_what_s3_lacks(files_url, make_uploader, tmp_path, rdm, record,  # noqa: F811
-                                                     module_proxy):
+                                                     module_proxy):  # noqa: F811
     module_proxy.reset()
     path = _file(tmp_path, "killed.bin", 8 * PART)
     held = module_proxy.add_fault("hold", part=4)
