@@ -424,6 +424,15 @@ class Report:
                    f"baseline's: {fmt(base.get('auth_ms'), 2)}), {fmt(c.get('s3_ms'), 2)} the S3 control calls "
                    f"through botocore, {fmt(c.get('sql_ms'), 2)} the database driver and {fmt(c.get('rest_ms'), 2)} "
                    f"Flask, the ORM and our code (the baseline's: {fmt(base.get('rest_ms'), 2)})")
+            profiled = self.data.get("profile_control_plane", {}).get("requests", {})
+            profile = profiled.get(name)
+            if profile:
+                pkgs, base_sql = profile["by_package_ms"], profiled["baseline"]["by_package_ms"].get("sqlalchemy", 0)
+                why += (f". By the profile (below: {fmt(profile['cpu_ms_median'], 2)} ms in one process), the code "
+                        f"that runs is SQLAlchemy's for {fmt(pkgs.get('sqlalchemy', 0), 2)} ms (the baseline's: "
+                        f"{fmt(base_sql, 2)}), "
+                        f"botocore's and urllib3's for {fmt(pkgs.get('botocore', 0) + pkgs.get('urllib3', 0), 2)} "
+                        f"and oarepo_s3's own for {fmt(pkgs.get('oarepo_s3', 0), 2)}")
             self.targets.append((f"{labels[name]}: app CPU per request <= {limit:g}x the baseline's",
                                  f"{fmt(ratio, 2)}x", None if ratio is None else ratio <= limit, why))
 

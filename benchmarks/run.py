@@ -10,7 +10,7 @@ stops the run if Ceph does not come up. Each benchmark runs as a child
 process, so that servers, imports and memory do not leak from one into the
 next; its output goes to the terminal and to ``<results>/<name>.log``.
 
-Full run (~20 minutes on 2 cores): results in ``benchmarks/results/``, the
+Full run (~25 minutes on 2 cores): results in ``benchmarks/results/``, the
 report in ``docs/performance.md`` and ``docs/img/perf-*.png``. ``--quick``
 runs small sizes (a few minutes) into ``benchmarks/results/quick/`` and
 writes its report there, never over the committed one.
