@@ -59,7 +59,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common
 from common import GiB, MiB, median
 from rdm_app import create_rdm_bench_app, seed_rdm_record
-from s3_tools import TOOLS, S3Tool
+from s3_tools import CRT_DIR, TOOLS, S3Tool
 
 RDM = "oarepo-s3 via InvenioRDM"
 """Our client through records-resources' multipart transfer (``--files-url``) on our storage: the RDM protocol."""
@@ -347,6 +347,10 @@ def tool_versions() -> dict[str, str]:
             versions[name] = out[1] if name == "rclone" else out[0]
         except (OSError, IndexError, subprocess.SubprocessError):
             versions[name] = "(version unknown)"
+    # awscrt is on the boto3-crt peer's path only (CRT_DIR), not in this interpreter's packages.
+    dist = next(CRT_DIR.glob("awscrt-*.dist-info"), None)
+    if dist is not None:
+        versions["awscrt"] = dist.name.removeprefix("awscrt-").removesuffix(".dist-info")
     return versions
 
 
