@@ -299,9 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     bench = Bench(args)
     try:
         print(f"  writing {args.size_mib} MiB of random bytes ...", file=sys.stderr)
-        with open(bench.path, "wb") as fp:
-            for _ in range(args.size_mib):
-                fp.write(os.urandom(MiB))
+        common.write_random_file(bench.path, args.size_mib * MiB)
         bench.path.read_bytes()  # into the page cache, for both clients alike
         for method in METHODS:
             print(f"  warm-up: {method} ...", file=sys.stderr)

@@ -87,15 +87,6 @@ def hash_floors(sample: int = 256 * MiB) -> dict[str, float]:
     return floors
 
 
-def write_random_file(path: Path, size: int) -> None:
-    with open(path, "wb") as fp:
-        left = size
-        while left:
-            block = os.urandom(min(left, 16 * MiB))
-            fp.write(block)
-            left -= len(block)
-
-
 class Bench:
     """The S3 server, the app, the file and one method per client."""
 
@@ -287,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     bench = Bench(args)
     try:
         print(f"  writing {args.size_mib} MiB of random bytes ...", file=sys.stderr)
-        write_random_file(bench.path, bench.size)
+        common.write_random_file(bench.path, bench.size)
         bench.path.read_bytes()  # into the page cache, for every method alike
         for method in UPLOAD_METHODS:  # warm-up of every method (untimed); proof that each one's bytes come back
             print(f"  warm-up: {method}", file=sys.stderr)

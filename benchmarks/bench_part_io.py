@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import mmap
-import os
 import resource
 import sys
 import tempfile
@@ -29,11 +28,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "client"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import GiB, MiB, write_random_file
 
 from oarepo_s3_client.localfile import FileReader
-
-MiB = 1024 * 1024
-GiB = 1024 * MiB
 
 
 def cpu_seconds() -> float:
@@ -59,9 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     parts = size // part
     with tempfile.TemporaryDirectory(prefix="bench-part-io-") as work:
         path = Path(work) / "data.bin"
-        with open(path, "wb") as fp:
-            for _ in range(args.size_mib):
-                fp.write(os.urandom(MiB))
+        write_random_file(path, size)
         path.read_bytes()  # into the page cache
         reader = FileReader(path)
         mapped = mmap.mmap(reader.fileno, 0, access=mmap.ACCESS_READ)

@@ -414,6 +414,16 @@ def new_draft(app, user_id: int, title: str) -> str:
         return pid
 
 
+def write_random_file(path: Path, size: int) -> None:
+    """``size`` random bytes (incompressible, no two runs alike) at ``path``, written 16 MiB at a time."""
+    with open(path, "wb") as fp:
+        left = size
+        while left:
+            block = os.urandom(min(left, 16 * MiB))
+            fp.write(block)
+            left -= len(block)
+
+
 def new_bucket(s3: S3Server) -> str:
     name = f"bench-{uuid.uuid4().hex[:12]}"
     s3.client().create_bucket(Bucket=name)
