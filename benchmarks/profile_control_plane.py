@@ -154,11 +154,10 @@ def cpu_by_package(profile: cProfile.Profile) -> dict[str, float]:
 
 
 def report(driver: Driver, top: int, out) -> dict:
-    baseline = sorted(driver.cpu["baseline"])[len(driver.cpu["baseline"]) // 2] * 1e3
+    baseline = common.median(driver.cpu["baseline"]) * 1e3
     figures = {}
     for kind in TYPES:
-        values = sorted(driver.cpu[kind])
-        median = values[len(values) // 2] * 1e3
+        median = common.median(driver.cpu[kind]) * 1e3
         figures[kind] = {"cpu_ms_median": round(median, 3), "vs_baseline": round(median / baseline, 2)}
         print(f"\n=== {kind}: {median:.2f} ms CPU per request (median, unprofiled), {median / baseline:.2f}x the "
               f"baseline ===", file=out)
@@ -220,7 +219,7 @@ def s3_call_floor(flask_app, calls: int, out) -> dict:
                 if call() != 10:
                     raise RuntimeError(f"{call.__name__}: not 10 parts")
                 cpu[call.__name__].append(time.thread_time() - start)
-    figures = {name: round(sorted(v)[len(v) // 2] * 1e3, 3) for name, v in cpu.items()}
+    figures = {name: round(common.median(v) * 1e3, 3) for name, v in cpu.items()}
     print(f"\n=== one S3 control call (ListParts, 10 parts), CPU ms median: botocore {figures['botocore_call']:.2f}, "
           f"presigned + urllib3 {figures['presigned_call']:.2f} ===", file=out)
     return figures
