@@ -244,6 +244,62 @@ def test_pause_and_resume(page, demo, tmp_path):
     assert page.request.get(row["href"]).body() == data
 
 
+ANIMATION_SAMPLER = """() => {
+    // Every 20 ms until stopped: the CSS animations and transitions running while the status bar says uploading.
+    window.animationSamples = 0
+    window.animationsSeen = new Map()
+    window.animationSampler = setInterval(() => {
+        if (!document.querySelector('.uppy-StatusBar.is-uploading')) return
+        window.animationSamples += 1
+        for (const a of document.getAnimations()) {
+            const what = [a.constructor.name, a.animationName || a.transitionProperty,
+                          a.effect.target.getAttribute('class') || a.effect.target.tagName,
+                          String(a.effect.getTiming().iterations)].join(' | ')
+            window.animationsSeen.set(what, (window.animationsSeen.get(what) || 0) + 1)
+        }
+    }, 20)
+}"""
+
+
+def test_nothing_animates_while_uploading(page, demo, tmp_path):
+    """No animation runs for the length of an upload: every frame of one costs CPU that the upload needs.
+
+    Uppy's own styles turn a spinner forever and let the progress bar and
+    ring glide after every progress update; the page turns both off
+    (``demo.css``). Part 2 is held until the page has been sampled while
+    uploading and parts 1 and 3 (progress updates) have arrived.
+    """
+    path = tmp_path / "animated.bin"
+    path.write_bytes(os.urandom(12 * MiB))
+    held, arrived = [], []
+    page.on("requestfinished", lambda request: arrived.append(re.search(r"partNumber=(\d+)", request.url).group(1))
+            if request.method == "PUT" else None)
+
+    def hold_part_two(route):
+        if route.request.method == "PUT" and re.search(r"partNumber=(\d+)", route.request.url).group(1) == "2" \
+                and not held:
+            held.append(route)
+            return
+        route.continue_()
+
+    page.route(f"{demo['s3_endpoint']}/**", hold_part_two)
+    sign_in(page, demo)
+    new_draft(page, "Still upload")
+    add_files(page, [path])
+    page.evaluate(ANIMATION_SAMPLER)
+    page.locator(".uppy-StatusBar-actionBtn--upload").click()
+    wait_for(page, lambda: held and {"1", "3"} <= set(arrived)
+             and page.evaluate("window.animationSamples") >= 10, "parts 1 and 3 in S3 and the uploading page sampled")
+    held[0].continue_()
+    page.wait_for_function("() => document.querySelector('#file-list tbody tr[data-status=completed]') !== null",
+                           timeout=DEADLINE * 1000)
+    seen = page.evaluate("clearInterval(window.animationSampler) || Object.fromEntries(window.animationsSeen)")
+    endless = [what for what in seen if what.endswith("| Infinity")]
+    following_progress = [what for what in seen if "progress" in what.split(" | ")[2].lower()]
+    assert endless == [] and following_progress == [], seen
+    assert file_rows(page)[path.name]["status"] == "completed"
+
+
 def test_drag_and_drop(page, demo):
     """A file dropped on the Dashboard (a DataTransfer drop, as the browser makes it) uploads like a picked one."""
     sign_in(page, demo)
