@@ -79,17 +79,26 @@ def process_cpu(pid: int) -> float:
 
 
 def children_of(pid: int) -> list[int]:
-    """Every live descendant of ``pid`` (gunicorn's workers, PostgreSQL's backends)."""
+    """Every live descendant of ``pid`` (gunicorn's workers, PostgreSQL's backends, Chromium's processes).
+
+    A child is listed under the thread that started it: Chromium starts its
+    network service from a launcher thread, so every thread's list is read.
+    """
     found, todo = [], [pid]
     while todo:
         parent = todo.pop()
         try:
-            kids = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+            tids = os.listdir(f"/proc/{parent}/task")
         except FileNotFoundError:
             continue
-        for kid in map(int, kids):
-            found.append(kid)
-            todo.append(kid)
+        for tid in tids:
+            try:
+                kids = Path(f"/proc/{parent}/task/{tid}/children").read_text().split()
+            except FileNotFoundError:
+                continue
+            for kid in map(int, kids):
+                found.append(kid)
+                todo.append(kid)
     return found
 
 
