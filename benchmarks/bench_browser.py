@@ -97,6 +97,70 @@ def chromium_pids(root: int) -> list[int]:
     return [p for p in found if not name(parent(p)).startswith("chrom")]
 
 
+def chromium_process_kind(pid: int) -> str:
+    """``renderer``, ``gpu-process``, ``network`` (the network service)... from ``--type=``; ``browser`` without one."""
+    try:
+        # Chromium rewrites its children's command lines into one string: split on NULs and spaces alike.
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").split()
+    except FileNotFoundError:
+        return "gone"
+    kind = next((a.removeprefix("--type=") for a in args if a.startswith("--type=")), "browser")
+    sub = next((a.removeprefix("--utility-sub-type=") for a in args if a.startswith("--utility-sub-type=")), "")
+    return "network" if kind == "utility" and sub.endswith("NetworkService") else kind
+
+
+class ChromiumCpuByThread:
+    """Chromium's CPU between start and read, by process kind and thread name (``renderer DedicatedWorker``).
+
+    Which thread does what: in the renderer, ``DedicatedWorker`` threads
+    are the page's hashing workers, the main thread is named ``chromium``
+    and ``Compositor`` composites; the browser's and the network service's
+    ``Chrome_IOThread`` and ``ThreadPoolForeg`` move IPC, file reads and
+    socket writes. A process's CPU not seen on its live threads (threads
+    that ended) is its ``(ended threads)``. Processes that end meanwhile are
+    not counted (the total is the benchmark's CpuMeter).
+    """
+
+    def __init__(self, roots: list[int]):
+        self.roots = roots
+        self.started: dict[tuple[int, str, str], float] = {}
+
+    def _now(self) -> dict[tuple[int, str, str], float]:
+        found: dict[tuple[int, str, str], float] = {}
+        for pid in {p for root in self.roots for p in (root, *common.children_of(root))}:
+            kind = chromium_process_kind(pid)
+            found[(pid, kind, "")] = common.process_cpu(pid)
+            try:
+                tids = os.listdir(f"/proc/{pid}/task")
+            except FileNotFoundError:
+                continue
+            for tid in tids:
+                try:
+                    stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+                except FileNotFoundError:
+                    continue
+                name = stat[stat.index("(") + 1:stat.rindex(")")].rstrip("0123456789")
+                fields = stat.rsplit(")", 1)[1].split()
+                key = (pid, kind, name)
+                found[key] = found.get(key, 0.0) + (int(fields[11]) + int(fields[12])) / common.CLK_TCK
+        return found
+
+    def start(self) -> ChromiumCpuByThread:
+        self.started = self._now()
+        return self
+
+    def read(self) -> dict[str, float]:
+        by_thread: dict[str, float] = {}
+        for (pid, kind, name), cpu in self._now().items():
+            spent = cpu - self.started.get((pid, kind, name), 0.0)
+            if name:
+                by_thread[f"{kind} {name}"] = by_thread.get(f"{kind} {name}", 0.0) + spent
+                spent = -spent
+            label = f"{kind} (ended threads)"
+            by_thread[label] = by_thread.get(label, 0.0) + spent
+        return {k: v for k, v in by_thread.items() if v >= 0.01}
+
+
 class Bench:
     """S3, PostgreSQL, the app (API + page), a signed-in browser page and the CLI."""
 
@@ -204,11 +268,12 @@ class Bench:
         self.created.clear()
         before = self.server.byte_counts()  # the upload's requests, not the page's own (HTML, script, file list)
         meters = self.meters()
+        threads = ChromiumCpuByThread(self.browser_pids).start()
         wall = time.perf_counter()
         page.locator(".uppy-StatusBar-actionBtn--upload").click()
         page.wait_for_function("window.benchResult !== null", polling=20, timeout=3_600_000)
         wall = time.perf_counter() - wall
-        run = {"wall_s": wall, **{f"{k}_cpu_s": m.read() for k, m in meters.items()}}
+        run = {"wall_s": wall, **{f"{k}_cpu_s": m.read() for k, m in meters.items()}, "cpu_by_thread_s": threads.read()}
         run["cpu_s"] = run.pop("browser_cpu_s")
         result = page.evaluate("window.benchResult")
         if not result.get("ok"):
@@ -282,6 +347,10 @@ def summarize(runs: list[dict], size: int) -> dict:
         "s3_cpu_s_per_gib": median(r["s3_cpu_s"] for r in runs) * GiB / size,
         "machine_busy_cores": median(r["machine_cpu_s"] / r["wall_s"] for r in runs),
         "part_size_mib": runs[0]["part_size"] / MiB,
+        **({"client_cpu_s_per_gib_by_thread": {
+            thread: median(r["cpu_by_thread_s"].get(thread, 0.0) for r in runs) * GiB / size
+            for thread in sorted({thread for r in runs for thread in r["cpu_by_thread_s"]})}}
+           if "cpu_by_thread_s" in runs[0] else {}),
         "runs": runs,
     }
 
@@ -345,6 +414,9 @@ def report(args, s3_name: str, chromium: str, rows: dict, ratios: dict) -> None:
         print(f"{method:<12} {r['part_size_mib']:>8.0f} {r['wall_s']:>7.2f} {r['throughput_mb_s']:>7.1f} "
               f"{r['app_requests']:>8.0f} {r['app_requests_per_gib']:>8.1f} {r['client_cpu_s_per_gib']:>17.2f} "
               f"{r['app_cpu_s']:>9.2f} {r['s3_cpu_s_per_gib']:>13.2f} {r['machine_busy_cores']:>10.2f}")
+    by_thread = rows["browser"]["client_cpu_s_per_gib_by_thread"]
+    print("Chromium CPU s/GiB by process and thread: " + ", ".join(
+        f"{thread} {cpu:.2f}" for thread, cpu in sorted(by_thread.items(), key=lambda kv: -kv[1]) if cpu >= 0.05))
     verdict = "" if args.s3 == "moto" else (" PASS" if ratios["throughput"] >= 0.8 else " FAIL")
     print(f"browser/CLI throughput {ratios['throughput']:.2f}x (target >= 0.8x on Ceph){verdict}")
     verdict = " PASS" if ratios["app_requests"] <= 2 else " FAIL"

@@ -205,6 +205,13 @@ class Report:
                      f"the app requests per GiB, {ratios['client_cpu']:.2f}x the client CPU per GiB.", "")
             judged = s3 != "moto"
             page, cli = d["results"]["browser"], d["results"]["oarepo-s3"]
+            by_thread = page.get("client_cpu_s_per_gib_by_thread")
+            if by_thread:
+                shown = sorted(((t, v) for t, v in by_thread.items() if v >= 0.05), key=lambda tv: -tv[1])
+                self.add("Chromium's CPU s/GiB by process and thread (`renderer DedicatedWorker`: the page's hashing "
+                         "workers, reading each part and hashing it; `renderer chromium`: the page's main thread; "
+                         "`Chrome_IOThread` and `ThreadPoolForeg`: IPC, file reads and socket writes): "
+                         + ", ".join(f"{t} {v:.2f}" for t, v in shown) + ".", "")
             gib_s = page["throughput_mb_s"] * 1e6 / GiB
             size = d["size_mib"] * 2**20
             per_gib = {m: r["client_cpu_s_per_gib"] + r["s3_cpu_s_per_gib"] + r["app_cpu_s"] * GiB / size
