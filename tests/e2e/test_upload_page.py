@@ -76,6 +76,38 @@ def in_progress_uploads(s3, bucket: str) -> list[dict]:
     return s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
 
 
+def part_number(url: str) -> str:
+    """The ``partNumber`` of a part PUT's URL."""
+    match = re.search(r"partNumber=(\d+)", url)
+    assert match, url
+    return match.group(1)
+
+
+def hold_part_two(page, demo) -> tuple[list, list, list]:
+    """Route the page's S3 requests so that part 2's first PUT is held (not sent) until the test lets it go.
+
+    :returns: the held route (a list, empty until then), the part numbers PUT and those whose PUT
+        finished, filled in as the page works.
+    """
+    held: list = []
+    puts: list[str] = []
+    arrived: list[str] = []
+    page.on("requestfinished", lambda request: arrived.append(part_number(request.url))
+            if request.method == "PUT" else None)
+
+    def hold(route):
+        if route.request.method == "PUT":
+            part = part_number(route.request.url)
+            puts.append(part)
+            if part == "2" and not held:
+                held.append(route)
+                return
+        route.continue_()
+
+    page.route(f"{demo['s3_endpoint']}/**", hold)
+    return held, puts, arrived
+
+
 def test_upload_three_files_download_and_publish(page, demo, demo_s3, tmp_path):
     big = tmp_path / "big.bin"
     big.write_bytes(os.urandom(30 * MiB))
@@ -170,7 +202,7 @@ def test_retry_resumes_after_a_failed_part(page, demo, demo_s3, tmp_path):
 
     def flaky_part_two(route):
         if route.request.method == "PUT":
-            part = re.search(r"partNumber=(\d+)", route.request.url).group(1)
+            part = part_number(route.request.url)
             puts.append(part)
             if part == "2" and network["part 2 fails"]:
                 route.abort("connectionreset")
@@ -208,20 +240,7 @@ def test_pause_and_resume(page, demo, tmp_path):
     data = os.urandom(12 * MiB)
     path = tmp_path / "paused.bin"
     path.write_bytes(data)
-    held, puts, arrived = [], [], []
-    page.on("requestfinished", lambda request: arrived.append(re.search(r"partNumber=(\d+)", request.url).group(1))
-            if request.method == "PUT" else None)
-
-    def hold_part_two_once(route):
-        if route.request.method == "PUT":
-            part = re.search(r"partNumber=(\d+)", route.request.url).group(1)
-            puts.append(part)
-            if part == "2" and not held:
-                held.append(route)  # in flight until the page pauses
-                return
-        route.continue_()
-
-    page.route(f"{demo['s3_endpoint']}/**", hold_part_two_once)
+    held, puts, arrived = hold_part_two(page, demo)  # part 2 in flight until the page pauses
     sign_in(page, demo)
     new_draft(page, "Paused upload")
     add_files(page, [path])
@@ -271,18 +290,7 @@ def test_nothing_animates_while_uploading(page, demo, tmp_path):
     """
     path = tmp_path / "animated.bin"
     path.write_bytes(os.urandom(12 * MiB))
-    held, arrived = [], []
-    page.on("requestfinished", lambda request: arrived.append(re.search(r"partNumber=(\d+)", request.url).group(1))
-            if request.method == "PUT" else None)
-
-    def hold_part_two(route):
-        if route.request.method == "PUT" and re.search(r"partNumber=(\d+)", route.request.url).group(1) == "2" \
-                and not held:
-            held.append(route)
-            return
-        route.continue_()
-
-    page.route(f"{demo['s3_endpoint']}/**", hold_part_two)
+    held, _, arrived = hold_part_two(page, demo)
     sign_in(page, demo)
     new_draft(page, "Still upload")
     add_files(page, [path])
@@ -364,7 +372,7 @@ def test_parts_are_signed_in_batches_with_their_content_md5(page, demo, demo_s3,
 
     def seen(request):
         if request.url.startswith(demo["s3_endpoint"]) and request.method == "PUT":
-            puts.append((int(re.search(r"partNumber=(\d+)", request.url).group(1)), request.headers))
+            puts.append((int(part_number(request.url)), request.headers))
         elif "/uppy/" in request.url:
             app_requests.append((request.method, request.url.split("?")[0].rsplit("/uppy/s3/", 1)[1]))
 
