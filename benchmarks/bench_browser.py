@@ -88,10 +88,8 @@ def chromium_pids(root: int) -> list[int]:
             return ""
 
     def parent(pid: int) -> int:
-        try:
-            return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (FileNotFoundError, ValueError, IndexError):
-            return 0
+        stat = common.proc_stat(f"/proc/{pid}/stat")
+        return 0 if stat is None else int(stat[1][1])
 
     found = [p for p in common.children_of(root) if name(p).startswith("chrom")]
     return [p for p in found if not name(parent(p)).startswith("chrom")]
@@ -127,7 +125,7 @@ class ChromiumCpuByThread:
 
     def _now(self) -> dict[tuple[int, str, str], float]:
         found: dict[tuple[int, str, str], float] = {}
-        for pid in {p for root in self.roots for p in (root, *common.children_of(root))}:
+        for pid in common.process_tree(self.roots):
             kind = chromium_process_kind(pid)
             found[(pid, kind, "")] = common.process_cpu(pid)
             try:
@@ -135,13 +133,12 @@ class ChromiumCpuByThread:
             except FileNotFoundError:
                 continue
             for tid in tids:
-                try:
-                    stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
-                except FileNotFoundError:
+                stat = common.proc_stat(f"/proc/{pid}/task/{tid}/stat")
+                if stat is None:
                     continue
-                name = stat[stat.index("(") + 1:stat.rindex(")")].rstrip("0123456789")
-                fields = stat.rsplit(")", 1)[1].split()
+                name, fields = stat[0].rstrip("0123456789"), stat[1]
                 key = (pid, kind, name)
+                # utime + stime only: a thread's cutime and cstime are its whole process's.
                 found[key] = found.get(key, 0.0) + (int(fields[11]) + int(fields[12])) / common.CLK_TCK
         return found
 
@@ -151,13 +148,17 @@ class ChromiumCpuByThread:
 
     def read(self) -> dict[str, float]:
         by_thread: dict[str, float] = {}
+
+        def add(label: str, cpu: float) -> None:
+            by_thread[label] = by_thread.get(label, 0.0) + cpu
+
         for (pid, kind, name), cpu in self._now().items():
             spent = cpu - self.started.get((pid, kind, name), 0.0)
-            if name:
-                by_thread[f"{kind} {name}"] = by_thread.get(f"{kind} {name}", 0.0) + spent
-                spent = -spent
-            label = f"{kind} (ended threads)"
-            by_thread[label] = by_thread.get(label, 0.0) + spent
+            if name:  # a live thread's: its own, and not its process's ended threads'
+                add(f"{kind} {name}", spent)
+                add(f"{kind} (ended threads)", -spent)
+            else:  # the whole process's
+                add(f"{kind} (ended threads)", spent)
         return {k: v for k, v in by_thread.items() if v >= 0.01}
 
 

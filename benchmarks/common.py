@@ -68,13 +68,25 @@ def free_ports(count: int = 1) -> list[int]:
             s.close()
 
 
+def proc_stat(path: str) -> tuple[str, list[str]] | None:
+    """The name and the fields after it of a ``/proc/<pid>/stat`` or ``/proc/<pid>/task/<tid>/stat``; None: gone.
+
+    The name is in parentheses and may itself hold spaces and ")": the fields start after the last ")".
+    """
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        return None
+    end = text.rindex(")")
+    return text[text.index("(") + 1:end], text[end + 1:].split()
+
+
 def process_cpu(pid: int) -> float:
     """CPU seconds (user + system) a running process has used, its reaped children included."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except FileNotFoundError:
+    stat = proc_stat(f"/proc/{pid}/stat")
+    if stat is None:
         return 0.0
-    utime, stime, cutime, cstime = (int(x) for x in fields[11:15])
+    utime, stime, cutime, cstime = (int(x) for x in stat[1][11:15])
     return (utime + stime + cutime + cstime) / CLK_TCK
 
 
@@ -102,6 +114,11 @@ def children_of(pid: int) -> list[int]:
     return found
 
 
+def process_tree(pids: list[int]) -> set[int]:
+    """``pids`` and every live descendant of theirs, each once."""
+    return {p for pid in pids for p in (pid, *children_of(pid))}
+
+
 class CpuMeter:
     """CPU seconds used by a fixed group of processes (and their descendants) between start and stop.
 
@@ -114,14 +131,7 @@ class CpuMeter:
         self.started = 0.0
 
     def total(self) -> float:
-        seen = set()
-        total = 0.0
-        for pid in self.pids:
-            for p in [pid, *children_of(pid)]:
-                if p not in seen:
-                    seen.add(p)
-                    total += process_cpu(p)
-        return total
+        return sum(process_cpu(p) for p in process_tree(self.pids))
 
     def start(self) -> CpuMeter:
         self.started = self.total()
@@ -342,12 +352,12 @@ def postmaster_pid(uri: str) -> int | None:
     try:
         with engine.connect() as conn:
             backend = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar()
-        stat = Path(f"/proc/{backend}/stat").read_text().rsplit(")", 1)[1].split()
-        return int(stat[1])
-    except (FileNotFoundError, sa.exc.SQLAlchemyError):
+            stat = proc_stat(f"/proc/{backend}/stat")  # read while the backend lives: its parent is the postmaster
+    except sa.exc.SQLAlchemyError:
         return None
     finally:
         engine.dispose()
+    return None if stat is None else int(stat[1][1])
 
 
 # --- the app ---------------------------------------------------------------------------------------
